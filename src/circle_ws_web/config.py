@@ -1,0 +1,88 @@
+"""Validation of user-supplied settings, shared by the builder and the client. Fails fast,
+before any I/O, with a :class:`ConfigError` that names the problem."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = ["ClientOptions", "validate_url"]
+
+
+def validate_url(url: object) -> str:
+    """Return the URL (surrounding whitespace removed) if it is a usable ws:// or wss:// URL."""
+    if not isinstance(url, str):
+        raise ConfigError(f"server URL must be a string, got {type(url).__name__}")
+    text = url.strip()
+    if not text:
+        raise ConfigError("server URL is empty")
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(f"server URL {text!r} is malformed: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        shown = parts.scheme or "none"
+        raise ConfigError(f"server URL {text!r} has scheme {shown!r}; expected 'ws' or 'wss'")
+    if not parts.hostname:
+        raise ConfigError(f"server URL {text!r} has no host")
+    if parts.fragment:
+        raise ConfigError(f"server URL {text!r} has a fragment (#...), which WebSocket URLs cannot have")
+    if port == 0:
+        raise ConfigError(f"server URL {text!r} has port 0")
+    if any(c.isspace() for c in text):
+        raise ConfigError(f"server URL {text!r} contains whitespace")
+    return text
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    number = float(value)
+    if math.isnan(number) or number < 0 or (number == 0 and not allow_zero) or math.isinf(number):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Every tuning knob of a client, validated. The builder's tuning maps onto these."""
+
+    keepalive_interval: float = 20.0
+    keepalive_timeout: float = 10.0
+    request_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    reconnect_initial_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+    reconnect_factor: float = 2.0
+    reconnect_jitter: bool = True
+    reconnect_max_attempts: int | None = None
+    #: A connection must stay up this long before the backoff starts again from its initial
+    #: delay, so a server that accepts and then drops at once is not hammered.
+    reconnect_min_uptime: float = 5.0
+    max_message_size: int = 16 * 2**20
+
+    def __post_init__(self) -> None:
+        for name in ("keepalive_interval", "keepalive_timeout", "request_timeout", "connect_timeout"):
+            _positive(name, getattr(self, name))
+        _positive("reconnect_initial_delay", self.reconnect_initial_delay, allow_zero=True)
+        _positive("reconnect_max_delay", self.reconnect_max_delay, allow_zero=True)
+        _positive("reconnect_min_uptime", self.reconnect_min_uptime, allow_zero=True)
+        if self.reconnect_max_delay < self.reconnect_initial_delay:
+            raise ConfigError(
+                f"reconnect_max_delay ({self.reconnect_max_delay}) must be >= "
+                f"reconnect_initial_delay ({self.reconnect_initial_delay})"
+            )
+        if isinstance(self.reconnect_factor, bool) or not (
+            isinstance(self.reconnect_factor, (int, float)) and self.reconnect_factor >= 1
+        ):
+            raise ConfigError(f"reconnect_factor must be a number >= 1, got {self.reconnect_factor!r}")
+        attempts = self.reconnect_max_attempts
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0):
+            raise ConfigError(f"reconnect_max_attempts must be None or an int >= 0, got {attempts!r}")
+        size = self.max_message_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1024:
+            raise ConfigError(f"max_message_size must be an int >= 1024 bytes, got {size!r}")

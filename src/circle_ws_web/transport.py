@@ -1,0 +1,46 @@
+"""The one small interface every transport implements, shaped like the browser's WebSocket.
+
+A transport is created already connecting (like ``new WebSocket(url)``) and reports to a
+:class:`TransportEvents` sink. Guarantees a transport must keep, on every platform:
+
+* ``on_open`` at most once, before any ``on_message``;
+* ``on_close`` exactly once, always last (also when opening failed: then without ``on_open``);
+* ``on_error`` is informational and is followed by ``on_close``;
+* ``send`` and ``close`` never block and never raise for a closed socket (the close event
+  tells the owner instead); ``close`` is idempotent.
+
+This module is core: transports import it, it imports no transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+__all__ = ["Transport", "TransportEvents", "TransportFactory", "TransportOptions"]
+
+
+class TransportEvents(Protocol):
+    def on_open(self) -> None: ...
+
+    def on_message(self, data: str | bytes) -> None: ...
+
+    def on_error(self, message: str) -> None: ...
+
+    def on_close(self, code: int, reason: str) -> None: ...
+
+
+class Transport(Protocol):
+    def send(self, text: str) -> None: ...
+
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    #: Frames larger than this are still delivered (the core rejects them with a typed error);
+    #: transports that can enforce a hard limit use a multiple of it against memory exhaustion.
+    max_message_size: int = 16 * 2**20
+
+
+TransportFactory = Callable[[str, TransportEvents, TransportOptions], Transport]

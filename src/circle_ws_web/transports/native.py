@@ -1,0 +1,113 @@
+"""CPython transport: the ``websockets`` asyncio client behind the core's callback interface."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from ..transport import TransportEvents, TransportOptions
+
+__all__ = ["NativeTransport"]
+
+logger = logging.getLogger("circle_ws_web")
+
+
+class NativeTransport:
+    """Connects at construction; one reader task, and one writer task fed by a queue.
+
+    ``send`` is synchronous like the browser's: it queues the text and wakes the writer, so a
+    burst of calls costs no task per call. Keep-alive is the client's (application-level
+    ``ping``), so the library's own ping frames are off, as they are in a browser.
+    """
+
+    def __init__(self, url: str, events: TransportEvents, options: TransportOptions) -> None:
+        self._url = url
+        self._events = events
+        self._options = options
+        self._ws: ClientConnection | None = None
+        self._outbox: deque[str] = deque()
+        self._wakeup: asyncio.Event = asyncio.Event()
+        self._close_request: tuple[int, str] | None = None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def send(self, text: str) -> None:
+        if self._close_request is None:
+            self._outbox.append(text)
+            self._wakeup.set()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._close_request is not None:
+            return
+        self._close_request = (code, reason)
+        self._outbox.clear()
+        self._wakeup.set()
+        if self._ws is None:
+            self._task.cancel()  # still opening: abandon the handshake
+
+    async def _run(self) -> None:
+        events = self._events
+        code, reason = 1006, ""
+        try:
+            try:
+                self._ws = ws = await connect(
+                    self._url,
+                    max_size=4 * self._options.max_message_size,
+                    ping_interval=None,
+                    compression=None,
+                    open_timeout=None,
+                    close_timeout=2,
+                    max_queue=None,
+                )
+            except asyncio.CancelledError:
+                code, reason = 1006, "closed before the connection opened"
+                return
+            except Exception as exc:
+                code, reason = 1006, _describe(exc)
+                events.on_error(reason)
+                return
+            events.on_open()
+            writer = asyncio.get_running_loop().create_task(self._write(ws))
+            try:
+                async for message in ws:
+                    events.on_message(message)
+            except ConnectionClosed:
+                pass
+            finally:
+                writer.cancel()
+            close = ws.close_rcvd or ws.close_sent
+            if close is not None:
+                code, reason = close.code, close.reason
+            else:
+                code = 1006
+        except asyncio.CancelledError:
+            pass
+        finally:
+            events.on_close(code, reason)
+
+    async def _write(self, ws: ClientConnection) -> None:
+        outbox, wakeup = self._outbox, self._wakeup
+        try:
+            while True:
+                while outbox:
+                    await ws.send(outbox.popleft())
+                if self._close_request is not None:
+                    await ws.close(*self._close_request)
+                    return
+                wakeup.clear()
+                await wakeup.wait()
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # pragma: no cover - defensive: report, then drop the socket
+            logger.warning("websocket write failed on %s: %s", self._url, _describe(exc))
+            ws.transport.abort()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text
