@@ -1,0 +1,129 @@
+"""The sans-I/O JSON-RPC codec and pending-call table: every frame class, every edge."""
+
+import json
+
+import pytest
+
+from circle_ws_web.errors import JsonRpcError
+from circle_ws_web.rpc import BadFrame, ErrorResponse, Notification, PendingCalls, Response, RpcCodec
+
+
+def test_request_frames_are_valid_json_rpc_with_unique_string_ids():
+    codec = RpcCodec()
+    ids = set()
+    for i in range(100):
+        call_id, frame = codec.request("play", {"script": f"{i} + 1", "ü": "✓"})
+        msg = json.loads(frame)
+        assert msg == {"jsonrpc": "2.0", "method": "play", "params": {"script": f"{i} + 1", "ü": "✓"}, "id": call_id}
+        assert isinstance(call_id, str)
+        ids.add(call_id)
+    assert len(ids) == 100
+
+
+def test_request_without_params_sends_empty_object_and_escapes_method():
+    _, frame = RpcCodec().request('we"ird')
+    assert json.loads(frame) == {"jsonrpc": "2.0", "method": 'we"ird', "params": {}, "id": "1"}
+
+
+def test_unencodable_params_raise():
+    with pytest.raises(TypeError):
+        RpcCodec().request("play", {"x": object()})
+    with pytest.raises(ValueError):
+        RpcCodec().request("play", {"x": float("nan")})
+
+
+def parse(obj, **kw):
+    return RpcCodec(**kw).parse(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
+
+
+def test_response_and_error_response():
+    assert parse({"jsonrpc": "2.0", "result": {"output": "42"}, "id": "7"}) == Response("7", {"output": "42"})
+    assert parse({"jsonrpc": "2.0", "result": None, "id": "7"}) == Response("7", None)
+    err = parse({"jsonrpc": "2.0", "error": {"code": -32010, "message": "boom", "data": [1]}, "id": "3"})
+    assert isinstance(err, ErrorResponse) and err.id == "3"
+    assert isinstance(err.error, JsonRpcError)
+    assert (err.error.code, err.error.message, err.error.data) == (-32010, "boom", [1])
+    null_id = parse({"jsonrpc": "2.0", "error": {"code": -32700, "message": "parse"}, "id": None})
+    assert isinstance(null_id, ErrorResponse) and null_id.id is None
+
+
+def test_notification():
+    assert parse({"jsonrpc": "2.0", "method": "tick", "params": [1]}) == Notification("tick", [1])
+    assert parse({"jsonrpc": "2.0", "method": "tick"}) == Notification("tick", None)
+
+
+@pytest.mark.parametrize(
+    "frame, reason, blamed",
+    [
+        ("not json", "not JSON", None),
+        ("[1,2,3]", "not a JSON object but list", None),
+        ('"str"', "not a JSON object but str", None),
+        ({"jsonrpc": "1.0", "result": 1, "id": "4"}, "jsonrpc member", "4"),
+        ({"foo": "bar"}, "jsonrpc member", None),
+        ({"jsonrpc": "2.0"}, "neither id nor method", None),
+        ({"jsonrpc": "2.0", "result": 1, "error": {"code": 1, "message": "x"}, "id": "5"}, "both", "5"),
+        ({"jsonrpc": "2.0", "result": 1, "id": 5}, "not a string", None),
+        ({"jsonrpc": "2.0", "error": "oops", "id": "6"}, "malformed error", "6"),
+        ({"jsonrpc": "2.0", "error": {"code": "x", "message": "m"}, "id": "6"}, "malformed error", "6"),
+        ({"jsonrpc": "2.0", "error": {"code": 1}, "id": "6"}, "malformed error", "6"),
+        ({"jsonrpc": "2.0", "id": "8"}, "neither result nor error", "8"),
+        (b"\x00\x01", "binary frame of 2 bytes", None),
+    ],
+)
+def test_bad_frames_are_classified_never_raised(frame, reason, blamed):
+    out = parse(frame)
+    assert isinstance(out, BadFrame)
+    assert reason in out.reason
+    assert out.id == blamed
+
+
+def test_oversized_frame_is_rejected_and_blames_its_call():
+    big = json.dumps({"jsonrpc": "2.0", "result": {"data": "x" * 5000}, "id": "12"})
+    out = parse(big, max_message_size=1024)
+    assert isinstance(out, BadFrame) and "exceeds max_message_size=1024" in out.reason and out.id == "12"
+    big_id_first = '{"id":"13","jsonrpc":"2.0","result":"' + "y" * 5000 + '"}'
+    assert parse(big_id_first, max_message_size=1024).id == "13"
+    assert isinstance(parse(big, max_message_size=len(big)), Response)
+
+
+def test_pending_calls_pop_and_unknown():
+    p: PendingCalls[str] = PendingCalls()
+    p.add("1", "a", 10.0)
+    p.add("2", "b", 5.0)
+    assert len(p) == 2 and "1" in p
+    assert p.pop("1") == "a"
+    assert p.pop("1") is None
+    assert p.pop("nope") is None
+    with pytest.raises(KeyError):
+        p.add("2", "again", 1.0)
+
+
+def test_pending_calls_deadlines_in_order_with_lazy_deletion():
+    p: PendingCalls[str] = PendingCalls()
+    p.add("a", "A", 3.0)
+    p.add("b", "B", 1.0)
+    p.add("c", "C", 2.0)
+    assert p.next_deadline() == 1.0
+    p.pop("b")
+    assert p.next_deadline() == 2.0
+    assert p.expired(1.5) == []
+    assert p.expired(2.5) == [("c", "C")]
+    assert p.next_deadline() == 3.0
+    assert p.expired(10) == [("a", "A")]
+    assert p.next_deadline() is None and len(p) == 0
+
+
+def test_pending_calls_drain_returns_everything():
+    p: PendingCalls[int] = PendingCalls()
+    for i in range(5):
+        p.add(str(i), i, float(i))
+    assert sorted(p.drain()) == [0, 1, 2, 3, 4]
+    assert len(p) == 0 and p.next_deadline() is None and p.expired(100) == []
+
+
+def test_pending_calls_heap_stays_bounded_under_churn():
+    p: PendingCalls[int] = PendingCalls()
+    for i in range(20000):
+        p.add(str(i), i, 30.0 + i)
+        assert p.pop(str(i)) == i
+    assert len(p._heap) <= 4 * 1 + 65  # compaction keeps stale entries from piling up
