@@ -1,0 +1,115 @@
+"""Real reference servers for tests: subprocesses on 127.0.0.1 that can be stopped, started
+and restarted on the same port (a restart is a real process kill, as in production)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+#: The key the scenario suites authenticate with (SPEC vector 1; a test key, never a real one).
+TEST_KEY = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m circle_ws_web.server`` on a fixed port, with test controls."""
+
+    def __init__(self, port: int, *, require_auth: bool, extra: tuple[str, ...] = ()) -> None:
+        self.port = port
+        self.require_auth = require_auth
+        self.extra = extra
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        assert self.proc is None, "already running"
+        args = [sys.executable, "-m", "circle_ws_web.server", "--port", str(self.port), "--test-controls"]
+        if self.require_auth:
+            args.append("--require-auth")
+        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.Popen(
+                [*args, *self.extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if line.startswith("listening on"):
+                break
+            proc.wait()
+            rest = proc.stdout.read()  # type: ignore[union-attr]
+            # The port may still be held by the previous process for a moment after a kill.
+            if "already in use" in line + rest and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            raise RuntimeError(f"server on port {self.port} did not start: {line}{rest}")
+        self.proc = proc
+        threading.Thread(target=self._drain, args=(proc,), daemon=True).start()
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            self.output.append(line)
+
+    def stop(self, *, hard: bool = True) -> None:
+        """Kill the process (SIGKILL by default: connections drop without a close frame)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+        proc.wait(10)
+
+    def restart(self, down: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class ServerPool:
+    """The two servers every scenario uses: "auth" (authentication required) and "open"."""
+
+    def __init__(self) -> None:
+        self.servers = {
+            "auth": ServerProcess(free_port(), require_auth=True),
+            "open": ServerProcess(free_port(), require_auth=False),
+        }
+        self._dead = free_port()
+
+    def start(self) -> None:
+        for server in self.servers.values():
+            server.start()
+
+    def ensure_running(self) -> None:
+        for server in self.servers.values():
+            if not server.running:
+                server.proc = None
+                server.start()
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+    def url(self, name: str) -> str:
+        return self.servers[name].url
+
+    def dead_url(self) -> str:
+        return f"ws://127.0.0.1:{self._dead}"
