@@ -78,11 +78,8 @@ class NativeTransport:
                 pass
             finally:
                 writer.cancel()
-            close = ws.close_rcvd or ws.close_sent
-            if close is not None:
-                code, reason = close.code, close.reason
-            else:
-                code = 1006
+            code = ws.close_code if ws.close_code is not None else 1006
+            reason = ws.close_reason or ""
         except asyncio.CancelledError:
             pass
         finally:
