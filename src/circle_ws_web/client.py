@@ -4,9 +4,10 @@ The client is the asyncio layer over the plain-code core: it feeds frames from a
 :class:`~circle_ws_web.rpc.RpcCodec`, keeps calls in :class:`~circle_ws_web.rpc.PendingCalls`
 (one deadline timer per client, not one per call), runs :class:`~circle_ws_web.auth_flow.AuthFlow`
 on every connection, and asks :class:`~circle_ws_web.backoff.Backoff` how long to wait before
-reconnecting. Everything time-related goes through the running event loop (``call_at``,
-``sleep``), which under Pyodide is the WebLoop on the browser's ``setTimeout``, so the same code
-runs in both places.
+reconnecting. Timers come from the platform (:class:`~circle_ws_web.transport.Platform`):
+asyncio's ``call_later`` in CPython, the browser's ``setTimeout``/``clearTimeout`` under Pyodide,
+so that a cancelled timer is really cleared; futures and tasks run on the running loop (the
+WebLoop in the browser). The same code runs in both places.
 
 The public :class:`CircleWsClient` is a thin facade over an internal engine that owns the tasks.
 Tasks hold the engine, never the facade, so dropping the last reference to a client lets the
@@ -40,7 +41,7 @@ from .metrics import Metrics
 from .results import PlayResult
 from .rpc import BadFrame, ErrorResponse, Notification, PendingCalls, Response, RpcCodec
 from .status import ConnectionStatus, StatusMachine
-from .transport import Transport, TransportFactory, TransportOptions
+from .transport import Platform, Transport, TransportFactory, TransportOptions
 
 __all__ = ["CircleWsClient"]
 
@@ -110,11 +111,11 @@ class _Engine:
         self.url = url
         self.key = key
         self.options = options
-        if transport_factory is None:
-            from .transports import default_factory
+        from .transports import current_platform
 
-            transport_factory = default_factory()
-        self.factory = transport_factory
+        platform: Platform = current_platform()
+        self.factory = transport_factory or platform.transport_factory
+        self.call_later = platform.call_later
         self.transport_options = TransportOptions(max_message_size=options.max_message_size)
         self.status = StatusMachine(on_error=self._callback_failed)
         self.codec = RpcCodec(options.max_message_size)
@@ -132,7 +133,7 @@ class _Engine:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.supervisor: asyncio.Task[None] | None = None
         self.keepalive: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.cancel_timer: Callable[[], None] | None = None
         self.timer_at = 0.0
         self.closing = False
         self.notification_listeners: list[NotificationCallback] = []
@@ -162,8 +163,8 @@ class _Engine:
         now = loop.time()
         deadline = now + timeout
         self.pending.add(call_id, (future, now, method, timeout), deadline)
-        if self.timer is None or deadline < self.timer_at:
-            self._arm_timer(deadline)
+        if self.cancel_timer is None or deadline < self.timer_at:
+            self._arm_timer(deadline, now)
         self.metrics.calls += 1
         conn.transport.send(frame)
         return call_id, future
@@ -176,17 +177,17 @@ class _Engine:
             if not future.done():  # the caller was cancelled: forget the call
                 self.pending.pop(call_id)
 
-    def _arm_timer(self, when: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        assert self.loop is not None
-        self.timer = self.loop.call_at(when, self._on_deadline)
+    def _arm_timer(self, when: float, now: float) -> None:
+        if self.cancel_timer is not None:
+            self.cancel_timer()
+        self.cancel_timer = self.call_later(max(0.0, when - now), self._on_deadline)
         self.timer_at = when
 
     def _on_deadline(self) -> None:
-        self.timer = None
+        self.cancel_timer = None
         assert self.loop is not None
-        for _call_id, (future, _sent, method, timeout) in self.pending.expired(self.loop.time() + CLOCK_SLACK):
+        now = self.loop.time()
+        for _call_id, (future, _sent, method, timeout) in self.pending.expired(now + CLOCK_SLACK):
             if not future.done():
                 self.metrics.timeouts += 1
                 future.set_exception(
@@ -194,16 +195,16 @@ class _Engine:
                 )
         nxt = self.pending.next_deadline()
         if nxt is not None:
-            self._arm_timer(nxt)
+            self._arm_timer(nxt, now)
 
     def fail_all(self, make_error: Callable[[str], CircleWsClientError]) -> None:
         for future, _sent, method, _timeout in self.pending.drain():
             if not future.done():
                 self.metrics.errors += 1
                 future.set_exception(make_error(method))
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.cancel_timer is not None:
+            self.cancel_timer()
+            self.cancel_timer = None
 
     # -- incoming ----------------------------------------------------------------------------
 
@@ -252,6 +253,29 @@ class _Engine:
                     self.metrics.errors += 1
                     entry[0].set_exception(ProtocolError(f"bad response to {entry[2]!r}: {msg.reason}"))
 
+    async def wait(self, future: asyncio.Future[Any], timeout: float) -> bool:
+        """Wait up to ``timeout`` for ``future`` (without cancelling it); True if it is done.
+        Built on the platform timer rather than ``asyncio.wait_for`` so nothing lingers."""
+        if future.done():
+            return True
+        waiter: asyncio.Future[None] = self._loop().create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        future.add_done_callback(wake)
+        cancel = self.call_later(timeout, wake)
+        try:
+            await waiter
+        finally:
+            cancel()
+            future.remove_done_callback(wake)
+        return future.done()
+
+    async def sleep(self, delay: float) -> None:
+        await self.wait(self._loop().create_future(), delay)
+
     def _callback_failed(self, exc: BaseException) -> None:
         logger.error("%s: a user callback raised %s: %s", self.url, type(exc).__name__, exc)
 
@@ -288,20 +312,32 @@ class _Engine:
         except Exception as exc:
             self.conn = None
             raise ConnectError(f"could not open a WebSocket to {self.url}: {exc}") from None
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            if not conn.opened.done():
+                conn.opened.set_result(False)
+            self.lose(conn, "connect timeout")  # fails an authentication step in flight
+
+        cancel = self.call_later(self.options.connect_timeout, expire)
         try:
-            await asyncio.wait_for(self._handshake(conn), self.options.connect_timeout)
+            await self._handshake(conn)
         except BaseException as exc:
             self.lose(conn, "connection attempt failed")
             conn.transport.close(1000, "connection attempt failed")
+            if timed_out:
+                raise ConnectError(
+                    f"could not connect to {self.url} within {self.options.connect_timeout:g}s"
+                ) from None
             if isinstance(exc, (ConnectError, AuthError)):
                 raise
             if isinstance(exc, CircleWsClientError):
                 raise ConnectError(f"connection to {self.url} failed during authentication: {exc}") from exc
-            if isinstance(exc, asyncio.TimeoutError):
-                raise ConnectError(
-                    f"could not connect to {self.url} within {self.options.connect_timeout:g}s"
-                ) from None
             raise
+        finally:
+            cancel()
         conn.connected_at = conn.last_rx = loop.time()
         self.ever_connected = True
         self.status.move(S.CONNECTED)
@@ -338,7 +374,7 @@ class _Engine:
         while self.conn is conn:
             idle = loop.time() - conn.last_rx
             if idle < interval:
-                await asyncio.sleep(interval - idle)
+                await self.sleep(interval - idle)
                 continue
             try:
                 await self.request(conn, "ping", {}, timeout)
@@ -375,7 +411,7 @@ class _Engine:
                     self.status.move(S.DISCONNECTED)
                     return
                 self.status.move(S.RECONNECTING)
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
                 if self.closing:
                     return
                 try:
@@ -415,9 +451,7 @@ class _Engine:
             if not conn.lost.done():
                 conn.lost.set_result("client closed")
             conn.transport.close(1000, "client disconnect")
-            try:
-                await asyncio.wait_for(asyncio.shield(conn.closed), CLOSE_WAIT)
-            except asyncio.TimeoutError:
+            if not await self.wait(conn.closed, CLOSE_WAIT):
                 logger.warning("%s: socket did not confirm close within %gs", self.url, CLOSE_WAIT)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -583,9 +617,11 @@ class CircleWsClient:
 
         unsubscribe = engine.status.subscribe(watch)
         try:
-            await asyncio.wait_for(ready, timeout)
-        except asyncio.TimeoutError:
-            raise NotConnectedError(f"{engine.url} did not connect within {timeout:g}s") from None
+            if timeout is None:
+                await ready
+            elif not await engine.wait(ready, timeout):
+                raise NotConnectedError(f"{engine.url} did not connect within {timeout:g}s")
+            ready.result()
         finally:
             unsubscribe()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-__all__ = ["Transport", "TransportEvents", "TransportFactory", "TransportOptions"]
+__all__ = ["CallLater", "Platform", "Transport", "TransportEvents", "TransportFactory", "TransportOptions"]
 
 
 class TransportEvents(Protocol):
@@ -44,3 +44,17 @@ class TransportOptions:
 
 
 TransportFactory = Callable[[str, TransportEvents, TransportOptions], Transport]
+
+#: ``call_later(delay_seconds, callback) -> cancel``: one timer on the platform's clock.
+#: Cancelling must really clear it (the browser's WebLoop only marks cancelled timers, which
+#: then linger until their deadline), so the client takes its timers from the platform.
+CallLater = Callable[[float, Callable[[], None]], Callable[[], None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """What a client needs from where it runs: sockets and timers."""
+
+    name: str
+    transport_factory: TransportFactory
+    call_later: CallLater

@@ -1,21 +1,26 @@
-"""Platform transports. Each is a thin adapter from a WebSocket API to the core's
-:class:`~circle_ws_web.transport.TransportEvents`; :func:`default_factory` picks by platform."""
+"""Platform adapters. Each is a thin layer from a WebSocket API and a timer API to the core's
+interfaces in :mod:`circle_ws_web.transport`; :func:`current_platform` picks by platform."""
 
 from __future__ import annotations
 
 import sys
 
-from ..transport import TransportFactory
+from ..transport import Platform
 
-__all__ = ["default_factory"]
+__all__ = ["current_platform", "default_factory"]
 
 
-def default_factory() -> TransportFactory:
-    """The browser's WebSocket under Pyodide, the ``websockets`` library elsewhere."""
+def current_platform() -> Platform:
+    """The browser's WebSocket and setTimeout under Pyodide, ``websockets`` and asyncio elsewhere."""
     if sys.platform == "emscripten":
-        from .browser import BrowserTransport
+        from . import browser
 
-        return BrowserTransport
-    from .native import NativeTransport
+        return Platform("pyodide", browser.BrowserTransport, browser.call_later)
+    from . import native
 
-    return NativeTransport
+    return Platform("cpython", native.NativeTransport, native.call_later)
+
+
+def default_factory():  # type: ignore[no-untyped-def]
+    """The platform's transport factory (for wrapping it, e.g. in tests)."""
+    return current_platform().transport_factory

@@ -17,15 +17,16 @@ Why it looks like this:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from js import WebSocket  # type: ignore[import-not-found]
 from pyodide.code import run_js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy  # type: ignore[import-not-found]
+from pyodide.ffi.wrappers import clear_timeout, set_timeout  # type: ignore[import-not-found]
 
 from ..transport import TransportEvents, TransportOptions
 
-__all__ = ["BrowserTransport", "live_proxy_count"]
+__all__ = ["BrowserTransport", "call_later", "live_proxy_count", "live_timer_count"]
 
 logger = logging.getLogger("circle_ws_web")
 
@@ -49,11 +50,46 @@ _attach = run_js(
 )
 
 _live = 0
+_timers = 0
 
 
 def live_proxy_count() -> int:
     """JS proxies created by browser transports and not destroyed yet."""
     return _live
+
+
+def live_timer_count() -> int:
+    """Browser timers set by :func:`call_later` that have neither fired nor been cleared."""
+    return _timers
+
+
+def call_later(delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+    """``setTimeout`` through ``pyodide.ffi.wrappers`` (which owns the once-callable proxy);
+    the returned cancel function really calls ``clearTimeout`` and frees that proxy."""
+    global _timers
+    pending = True
+
+    def fire() -> None:
+        global _timers
+        nonlocal pending
+        pending = False
+        _timers -= 1
+        try:
+            callback()
+        except Exception:  # an exception escaping here would leak the wrapper's bookkeeping
+            logger.exception("timer callback failed")
+
+    def cancel() -> None:
+        global _timers
+        nonlocal pending
+        if pending:
+            pending = False
+            _timers -= 1
+            clear_timeout(timer_id)
+
+    timer_id = set_timeout(fire, max(0, int(delay * 1000)))
+    _timers += 1
+    return cancel
 
 
 class BrowserTransport:

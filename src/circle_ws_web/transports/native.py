@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ..transport import TransportEvents, TransportOptions
 
-__all__ = ["NativeTransport"]
+__all__ = ["NativeTransport", "call_later"]
 
 logger = logging.getLogger("circle_ws_web")
 
@@ -103,6 +104,11 @@ class NativeTransport:
         except Exception as exc:  # pragma: no cover - defensive: report, then drop the socket
             logger.warning("websocket write failed on %s: %s", self._url, _describe(exc))
             ws.transport.abort()
+
+
+def call_later(delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+    """A timer on the running asyncio loop; returns its cancel function."""
+    return asyncio.get_running_loop().call_later(delay, callback).cancel
 
 
 def _describe(exc: BaseException) -> str:
