@@ -26,3 +26,10 @@ def servers(server_pool):
     server_pool.ensure_running()
     yield server_pool
     server_pool.ensure_running()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the browser tests last. Playwright's sync API keeps an event loop running in the
+    main thread once the browser is up, after which pytest-asyncio cannot start its own."""
+    browser_dir = Path(__file__).resolve().parent / "browser"
+    items.sort(key=lambda item: browser_dir in Path(str(item.fspath)).resolve().parents)
