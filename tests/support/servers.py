@@ -27,7 +27,10 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m circle_ws_web.server`` on a fixed port, with test controls."""
 
-    def __init__(self, port: int, *, require_auth: bool, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, port: int, *, require_auth: bool, extra: tuple[str, ...] = (), python: str = sys.executable
+    ) -> None:
+        self.python = python
         self.port = port
         self.require_auth = require_auth
         self.extra = extra
@@ -40,10 +43,13 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> None:
         assert self.proc is None, "already running"
-        args = [sys.executable, "-m", "circle_ws_web.server", "--port", str(self.port), "--test-controls"]
+        args = [self.python, "-m", "circle_ws_web.server", "--port", str(self.port), "--test-controls"]
         if self.require_auth:
             args.append("--require-auth")
-        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if self.python == sys.executable:
+            env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        else:  # another interpreter (a fresh venv): run what is installed there
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         deadline = time.monotonic() + timeout
         while True:
             proc = subprocess.Popen(
