@@ -1,0 +1,255 @@
+"""The Python half of the demo page, run by Pyodide in the browser.
+
+app.js owns the DOM; this module owns the circle-ws-web objects. app.js calls the methods of
+:class:`DemoApp` (the ``async`` ones return awaitables that JS can ``await``); every method
+returns a JSON string and never raises, so a bad key, a bad URL, a script error or a server
+that is down always reaches the page as a readable message instead of an exception.
+
+The other way round, DemoApp tells the page about status changes and library log lines by
+calling two plain JS functions on the ``ui`` object it was given (strings only: no proxies).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from circle_ws_web import (
+    CircleWsClientError,
+    ClientClosedError,
+    ConfigError,
+    ConnectionLostError,
+    ConnectionStatus,
+    JsonRpcError,
+    NotConnectedError,
+    RequestTimeoutError,
+    WsManager,
+    __version__,
+    ws_manager,
+)
+from circle_ws_web.auth import generate_private_key, public_key_hex
+from circle_ws_web.config import validate_url
+
+#: JSON-RPC codes the reference server uses (SPEC section 2).
+AUTH_REQUIRED = -32001
+AUTH_FAILED = -32002
+SCRIPT_ERROR = -32010
+
+
+def _json(**fields: Any) -> str:
+    return json.dumps(fields)
+
+
+def describe(exc: BaseException) -> str:
+    """One readable sentence for an error a person can act on."""
+    if isinstance(exc, JsonRpcError):
+        if exc.code == SCRIPT_ERROR:
+            return f"script error: {exc.message}"
+        if exc.code == AUTH_REQUIRED:
+            return ("authentication required: this server runs scripts only for an authenticated "
+                    "key (set a private key, then Disconnect and Connect)")
+        if exc.code == AUTH_FAILED:
+            return f"authentication failed: {exc.message}"
+        return f"server error {exc.code}: {exc.message}"
+    if isinstance(exc, NotConnectedError):
+        return f"{exc} - wait for its light to turn green, or press Connect"
+    if isinstance(exc, ConnectionLostError):
+        return f"{exc}"
+    if isinstance(exc, RequestTimeoutError):
+        return f"timed out: {exc}"
+    if isinstance(exc, ClientClosedError):
+        return "disconnected while the script was running"
+    if isinstance(exc, CircleWsClientError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _PageLogHandler(logging.Handler):
+    """Library log lines (reconnects, refused attempts...) go to the page's output log."""
+
+    def __init__(self, ui: Any) -> None:
+        super().__init__(logging.INFO)
+        self.ui = ui
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.ui.log("lib", record.levelname.lower(), record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never break the client
+            pass
+
+
+class DemoApp:
+    """One WsManager at a time, built from what the page says on Connect."""
+
+    def __init__(self, ui: Any) -> None:
+        self.ui = ui
+        self.manager: WsManager | None = None
+        self._unsubscribe: Any = None
+        self._handler = _PageLogHandler(ui)
+        lib = logging.getLogger("circle_ws_web")
+        lib.setLevel(logging.INFO)
+        lib.addHandler(self._handler)
+        lib.propagate = False  # the page shows them; no duplicate on stderr
+
+    # -- small synchronous helpers -------------------------------------------------------
+
+    def version(self) -> str:
+        import sys
+
+        return _json(circle_ws_web=__version__, python=sys.version.split()[0])
+
+    def generate_key(self) -> str:
+        key = generate_private_key()
+        return _json(ok=True, key=key, public_key=public_key_hex(key))
+
+    def inspect_key(self, key: str) -> str:
+        """The public key of ``key``, or why it is not a private key (never echoing it)."""
+        if not key.strip():
+            return _json(ok=True, empty=True, public_key=None)
+        try:
+            return _json(ok=True, empty=False, public_key=public_key_hex(key.strip()))
+        except ConfigError as exc:
+            return _json(ok=False, error=str(exc))
+
+    def check_url(self, url: str, existing_json: str) -> str:
+        """The normalised URL if the library would accept it, else why not."""
+        try:
+            clean = validate_url(url)
+        except ConfigError as exc:
+            return _json(ok=False, error=str(exc))
+        if clean in json.loads(existing_json):
+            return _json(ok=False, error=f"{clean} is already in the list")
+        return _json(ok=True, url=clean)
+
+    def statuses(self) -> str:
+        if self.manager is None:
+            return _json()
+        return json.dumps({url: status.value for url, status in self.manager.connection_statuses().items()})
+
+    def metrics(self) -> str:
+        if self.manager is None:
+            return "{}"
+        out = {}
+        for url, m in self.manager.metrics().items():
+            out[url] = {
+                "calls": m.calls, "errors": m.errors, "timeouts": m.timeouts,
+                "reconnects": m.reconnects, "bad_frames": m.bad_frames,
+                "last_rtt_ms": None if m.last_rtt is None else round(m.last_rtt * 1000, 2),
+                "avg_rtt_ms": None if m.avg_rtt is None else round(m.avg_rtt * 1000, 2),
+            }
+        return json.dumps(out)
+
+    # -- connection ----------------------------------------------------------------------
+
+    def _on_status(self, url: str, status: ConnectionStatus) -> None:
+        self.ui.status(url, status.value)
+
+    async def connect(self, urls_json: str, key: str) -> str:
+        """Build a manager from the page's key and URLs and connect all servers at once.
+
+        ``started`` says whether a manager now exists (then Disconnect is needed before the
+        next Connect, even if no server came up: those keep being retried in the background).
+        """
+        if self.manager is not None:
+            return _json(ok=False, started=True, error="already connected: press Disconnect first")
+        urls = json.loads(urls_json)
+        if not urls:
+            return _json(ok=False, started=False, error="no server URL: add one first")
+        try:
+            builder = ws_manager()
+            if key.strip():
+                builder.private_key(key.strip())
+            for url in urls:
+                builder.add_server_url(url)
+            # A demo should recover quickly when a server comes back (backoff capped at 5 s),
+            # and show its keep-alive at work (a ping after 10 s of silence).
+            builder.reconnect(initial_delay=0.25, max_delay=5.0)
+            builder.keepalive(interval=10.0, timeout=5.0)
+            manager = builder.build()
+        except ConfigError as exc:
+            return _json(ok=False, started=False, error=str(exc))
+        self.manager = manager
+        self._unsubscribe = manager.on_status_change(self._on_status)
+        n = len(urls)
+        self.ui.log("app", "info", f"Connecting to {n} server{'s' if n > 1 else ''} at once"
+                    + ("" if key.strip() else " (no private key: no authentication)") + "…")
+        t0 = time.perf_counter()
+        try:
+            report = await manager.connect()
+        except NotConnectedError as exc:
+            return _json(ok=False, started=True, error=str(exc),
+                         results={u: "not reachable" for u in urls},
+                         ms=round((time.perf_counter() - t0) * 1000, 1))
+        except Exception as exc:  # noqa: BLE001 - report, keep the page alive
+            return _json(ok=False, started=True, error=describe(exc))
+        return _json(
+            ok=all(err is None for err in report.values()),
+            started=True,
+            results={u: (None if err is None else describe(err)) for u, err in report.items()},
+            ms=round((time.perf_counter() - t0) * 1000, 1),
+        )
+
+    async def disconnect(self) -> str:
+        manager, self.manager = self.manager, None
+        if manager is None:
+            return _json(ok=True, closed=0)
+        try:
+            await manager.disconnect_all()
+        finally:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+        return _json(ok=True, closed=len(manager.urls))
+
+    async def drop(self, url: str) -> str:
+        """Ask the server to cut this connection (``test.drop``, servers run with
+        --test-controls): the client notices, reconnects and authenticates again."""
+        if self.manager is None:
+            return _json(ok=False, error="not connected: press Connect first")
+        try:
+            await self.manager.call(url, "test.drop", {}, timeout=3.0)
+        except ConnectionLostError:
+            return _json(ok=True)  # what test.drop does: no answer, the socket just goes
+        except JsonRpcError as exc:
+            if exc.code == -32601:
+                return _json(ok=False, error="this server has no test controls (start it with --test-controls)")
+            return _json(ok=False, error=describe(exc))
+        except Exception as exc:  # noqa: BLE001
+            return _json(ok=False, error=describe(exc))
+        return _json(ok=True)
+
+    # -- scripts -------------------------------------------------------------------------
+
+    async def run(self, url: str, script: str) -> str:
+        if self.manager is None:
+            return _json(ok=False, error="not connected: press Connect first")
+        t0 = time.perf_counter()
+        try:
+            result = await self.manager.execute_script(url, script)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            return _json(ok=False, error=describe(exc), kind=type(exc).__name__,
+                         ms=round((time.perf_counter() - t0) * 1000, 1))
+        return _json(ok=True, output=result.output, ms=round((time.perf_counter() - t0) * 1000, 1))
+
+    async def run_all(self, script: str) -> str:
+        if self.manager is None:
+            return _json(ok=False, error="not connected: press Connect first")
+        t0 = time.perf_counter()
+        try:
+            outcomes = await self.manager.execute_script_all(script)
+        except Exception as exc:  # noqa: BLE001
+            return _json(ok=False, error=describe(exc))
+        ms = round((time.perf_counter() - t0) * 1000, 1)
+        results = {}
+        for url, outcome in outcomes.items():
+            if isinstance(outcome, CircleWsClientError):
+                results[url] = {"ok": False, "error": describe(outcome), "kind": type(outcome).__name__}
+            else:
+                results[url] = {"ok": True, "output": outcome.output}
+        return _json(ok=True, results=results, ms=ms)
+
+
+def create(ui: Any) -> DemoApp:
+    return DemoApp(ui)
