@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""Run the circle-ws-web demo offline: two reference servers, a static web server, the page.
+
+Called by ``./demo.sh`` (which first sets up the machine and builds the wheel); usable on its
+own from the project's virtualenv::
+
+    .venv/bin/python demo/serve.py [--port-open 8701] [--port-auth 8702] [--http-port 8700]
+                                   [--webroot DIR] [--wheel WHEEL] [--check [--screenshot PNG]]
+
+What it starts (and stops again on Ctrl-C, SIGTERM or SIGHUP, leaving no process behind):
+
+* ``python -m circle_ws_web.server --port PORT_OPEN``                  (no authentication)
+* ``python -m circle_ws_web.server --port PORT_AUTH --require-auth``   (authentication required)
+
+  both with ``--test-controls``, for the page's "drop this connection" button (``test.drop``);
+* a static web server on 127.0.0.1:HTTP_PORT (in this process) serving the demo page from
+  ``demo/``, Pyodide + micropip + ecdsa/six from the web root of ``tools/webroot.py``, the
+  circle-ws-web wheel, and a generated ``/config.json`` that tells the page to use all of that
+  (without it, the page falls back to Pyodide from the jsDelivr CDN).
+
+Every port is checked before anything starts; a taken port ends the run with a one-line
+message and exit code 2. ``--check`` runs the page headless in Chromium and exits 0 only when
+the whole tour worked (see ``demo/check.py``).
+
+Ports can also come from the environment: DEMO_PORT_OPEN, DEMO_PORT_AUTH, DEMO_HTTP_PORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import http.server
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import unquote, urlsplit
+
+DEMO_DIR = Path(__file__).resolve().parent
+ROOT = DEMO_DIR.parent
+DEFAULT_WEBROOT = ROOT / ".cache" / "demo-webroot"
+DEFAULT_SCREENSHOT = ROOT / ".cache" / "demo-check.png"
+HOST = "127.0.0.1"
+EXIT_PORT_TAKEN = 2
+EXIT_SETUP_FAILED = 3
+SERVER_START_TIMEOUT = 20.0
+
+#: Files of demo/ the page may load (everything else under demo/ is not served).
+PAGE_FILES = {"index.html", "app.js", "app.py", "style.css", "screenshot.png"}
+
+
+class DemoError(RuntimeError):
+    """A step failed; the message is meant for the user, as one line."""
+
+    def __init__(self, message: str, code: int = EXIT_SETUP_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def log(text: str) -> None:
+    print(f"demo: {text}", flush=True)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {value}")
+    return value
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return _port(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"demo: {name}={raw!r}: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="./demo.sh",
+        description="The circle-ws-web demo page with two local reference servers, offline.",
+        epilog="Ports can also be set with DEMO_PORT_OPEN, DEMO_PORT_AUTH and DEMO_HTTP_PORT.",
+    )
+    parser.add_argument("--port-open", type=_port, default=_env_port("DEMO_PORT_OPEN", 8701),
+                        metavar="PORT", help="server without authentication (default: 8701)")
+    parser.add_argument("--port-auth", type=_port, default=_env_port("DEMO_PORT_AUTH", 8702),
+                        metavar="PORT", help="server started with --require-auth (default: 8702)")
+    parser.add_argument("--http-port", type=_port, default=_env_port("DEMO_HTTP_PORT", 8700),
+                        metavar="PORT", help="static web server for the page (default: 8700)")
+    parser.add_argument("--webroot", type=Path, default=DEFAULT_WEBROOT, metavar="DIR",
+                        help="where tools/webroot.py prepares Pyodide and the wheel "
+                             f"(default: {DEFAULT_WEBROOT.relative_to(ROOT)})")
+    parser.add_argument("--wheel", type=Path, default=None, metavar="WHEEL",
+                        help="circle-ws-web wheel to serve (default: newest dist/*.whl; "
+                             "./demo.sh builds it unless --wheel is given)")
+    parser.add_argument("--check", action="store_true",
+                        help="run the page headless in Chromium, check the tour, exit 0 if it worked")
+    parser.add_argument("--screenshot", type=Path, default=DEFAULT_SCREENSHOT, metavar="PNG",
+                        help=f"with --check: where to write the screenshot "
+                             f"(default: {DEFAULT_SCREENSHOT.relative_to(ROOT)})")
+    return parser
+
+
+# --- ports -------------------------------------------------------------------------------------
+
+
+def port_problem(port: int, host: str = HOST) -> str | None:
+    """None if ``port`` can be listened on (as our servers do, with SO_REUSEADDR), else why not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(1)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "is already in use"
+            if exc.errno == errno.EACCES:
+                return "needs privileges (pick a port above 1023)"
+            return f"cannot be used: {exc.strerror or exc}"
+    return None
+
+
+def check_ports(ports: dict[str, tuple[int, str]]) -> None:
+    """Raise DemoError (one line) if two roles share a port or a port is taken."""
+    seen: dict[int, str] = {}
+    for role, (port, flag) in ports.items():
+        if port in seen:
+            raise DemoError(f"the {role} and the {seen[port]} both want port {port}; change {flag}",
+                            EXIT_PORT_TAKEN)
+        seen[port] = role
+    for role, (port, flag) in ports.items():
+        problem = port_problem(port)
+        if problem:
+            raise DemoError(f"port {port} ({role}) {problem}; pick another with {flag} N", EXIT_PORT_TAKEN)
+
+
+# --- the reference servers -----------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server gets SIGTERM if this process dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
+@dataclass
+class ServerProcess:
+    """One ``python -m circle_ws_web.server`` child on a fixed port."""
+
+    name: str
+    port: int
+    require_auth: bool
+    proc: subprocess.Popen[str] | None = None
+    expected_exit: bool = False
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        # --test-controls: the page's "drop" button uses test.drop to show a reconnection.
+        cmd = [sys.executable, "-m", "circle_ws_web.server", "--host", HOST, "--port", str(self.port),
+               "--test-controls"]
+        if self.require_auth:
+            cmd.append("--require-auth")
+        return cmd
+
+    def start(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        """Start and wait for its ``listening on`` line; DemoError with its own words if not."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        env = dict(os.environ)
+        src = str(ROOT / "src")  # the checkout's server, even without `pip install -e .`
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.Popen(
+                self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+            first = self._first_line(proc, deadline)
+            if first.startswith("listening on"):
+                break
+            proc.kill()
+            rest = proc.communicate(timeout=5)[0] or ""
+            said = (first + rest).strip().splitlines()
+            # Right after a kill the port can stay busy for a moment: try again until the deadline.
+            if any("already in use" in line for line in said) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            why = said[-1] if said else f"exit code {proc.returncode}"
+            code = EXIT_PORT_TAKEN if "already in use" in why else EXIT_SETUP_FAILED
+            raise DemoError(f"the {self.name} server on port {self.port} did not start: {why}", code)
+        self.proc = proc
+        self.expected_exit = False
+        threading.Thread(target=self._drain, args=(proc,), name=f"{self.name}-output", daemon=True).start()
+
+    @staticmethod
+    def _first_line(proc: subprocess.Popen[str], deadline: float) -> str:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(max(0.1, deadline - time.monotonic()))
+        return box[0] if box else "no 'listening on' line in time"
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            print(f"  [{self.name} server] {line}", file=sys.stderr, flush=True)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: open sockets drop without a close frame."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            self.expected_exit = True
+            proc.kill()
+            proc.wait(10)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM (the server exits 0 on it), SIGKILL after ``grace`` seconds."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        self.expected_exit = True
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+# --- the static web server -----------------------------------------------------------------------
+
+
+class DemoHandler(http.server.SimpleHTTPRequestHandler):
+    """``/`` and the page files from demo/, ``/pyodide/`` and ``/wheels/`` from the web root,
+    ``/config.json`` generated. With the MIME types Pyodide needs, and no caching."""
+
+    webroot: Path
+    demo_dir: Path
+    config_json: bytes
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".html": "text/html; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".mjs": "text/javascript; charset=utf-8",
+        ".py": "text/x-python; charset=utf-8",
+        ".json": "application/json",
+        ".map": "application/json",
+        ".wasm": "application/wasm",
+        ".whl": "application/zip",
+        ".zip": "application/zip",
+        ".png": "image/png",
+    }
+
+    def translate_path(self, path: str) -> str:
+        rel = unquote(urlsplit(path).path).lstrip("/")
+        first = rel.split("/", 1)[0]
+        if first in ("pyodide", "wheels") or rel == "webroot.json":
+            base = self.webroot
+        elif rel == "" or rel in PAGE_FILES:
+            base, rel = self.demo_dir, rel or "index.html"
+        else:
+            return str(self.demo_dir / "__not_served__")  # -> 404
+        target = (base / rel).resolve()
+        if target != base and base not in target.parents:
+            return str(base / "__not_served__")
+        return str(target)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if urlsplit(self.path).path == "/config.json":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(self.config_json)))
+            self.end_headers()
+            self.wfile.write(self.config_json)
+            return
+        super().do_GET()
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+        print(f"  [web] {self.address_string()} {format % args}", file=sys.stderr, flush=True)
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # the browser closed a connection early
+        super().handle_error(request, client_address)
+
+
+def page_config(webroot: Path, servers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """What the page reads from /config.json: local Pyodide, lock, wheel and server list."""
+    manifest = json.loads((webroot / "webroot.json").read_text())
+    return {
+        "source": "local",
+        "indexURL": "/pyodide/",
+        "lockFileURL": "/pyodide/pyodide-lock.json",
+        "wheel": "/" + manifest["wheel"],
+        "pyodideVersion": manifest["pyodide_version"],
+        "servers": servers,
+        **extra,
+    }
+
+
+class StaticServer:
+    """The page's web server, in a thread of this process."""
+
+    def __init__(self, webroot: Path, config: dict[str, Any], port: int, host: str = HOST,
+                 demo_dir: Path = DEMO_DIR) -> None:
+        handler = type("Handler", (DemoHandler,), {
+            "webroot": Path(webroot), "demo_dir": Path(demo_dir),
+            "config_json": (json.dumps(config, indent=2) + "\n").encode(),
+        })
+        try:
+            self.httpd = _QuietServer((host, port), handler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DemoError(f"port {port} (web server) is already in use; pick another with --http-port N",
+                                EXIT_PORT_TAKEN) from None
+            raise DemoError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="demo-web", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+# --- web root ----------------------------------------------------------------------------------
+
+
+def load_webroot_module() -> Any:
+    """tools/webroot.py, imported by path (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("_circle_webroot", ROOT / "tools" / "webroot.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepare_webroot(out: Path, wheel: Path | None) -> Path:
+    mod = load_webroot_module()
+    try:
+        return mod.prepare_webroot(out, wheel)
+    except mod.WebrootError as exc:
+        raise DemoError(f"preparing the web root failed: {exc}") from None
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+class Stop(Exception):
+    """SIGTERM / SIGHUP: leave like Ctrl-C does."""
+
+
+def _raise_stop(signum: int, _frame: Any) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def timed(label: str, fn: Callable[[], Any]) -> Any:
+    t0 = time.perf_counter()
+    result = fn()
+    log(f"{label} ({time.perf_counter() - t0:.2f} s)")
+    return result
+
+
+def serve_forever(servers: list[ServerProcess]) -> None:
+    """Wait for Ctrl-C; say so (once) if a server dies on its own."""
+    told: set[str] = set()
+    while True:
+        time.sleep(0.5)
+        for server in servers:
+            proc = server.proc
+            if proc is not None and proc.poll() is not None and server.name not in told:
+                told.add(server.name)
+                log(f"warning: the {server.name} server (port {server.port}) exited with code "
+                    f"{proc.returncode}; the page will show it reconnecting")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Explicitly: a shell starting us in the background may have left SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
+
+    servers = [
+        ServerProcess("open", args.port_open, require_auth=False),
+        ServerProcess("auth", args.port_auth, require_auth=True),
+    ]
+    static: StaticServer | None = None
+    stopped = False
+    t_start = time.perf_counter()
+    try:
+        check_ports({
+            "open server": (args.port_open, "--port-open"),
+            "auth server": (args.port_auth, "--port-auth"),
+            "web server": (args.http_port, "--http-port"),
+        })
+        webroot = timed(f"web root ready in {_shown(args.webroot)}",
+                        lambda: prepare_webroot(args.webroot, args.wheel))
+        for server in servers:
+            timed(f"{server.name} server listening on {server.url}"
+                  + (" (authentication required)" if server.require_auth else " (no authentication)"),
+                  server.start)
+        config = page_config(webroot, [
+            {"url": servers[0].url, "label": "open", "note": "no authentication"},
+            {"url": servers[1].url, "label": "auth", "note": "authentication required"},
+        ], testControls=True)
+        static = timed(f"web server on http://{HOST}:{args.http_port}/",
+                       lambda: StaticServer(webroot, config, args.http_port))
+        manifest = json.loads((webroot / "webroot.json").read_text())
+        if args.check:
+            from check import run_check  # demo/check.py: Playwright is needed only here
+
+            ok = run_check(static.url, {s.name: s for s in servers}, args.screenshot,
+                           started=t_start)
+            return 0 if ok else 1
+        print(
+            "\n"
+            f"  circle-ws-web demo is running (Pyodide {manifest['pyodide_version']}, offline)\n"
+            f"\n"
+            f"    open  {static.url}\n"
+            f"\n"
+            f"  servers: {servers[0].url} (open), {servers[1].url} (auth required)\n"
+            f"  Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        serve_forever(servers)
+    except DemoError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr, flush=True)
+        return exc.code
+    except (KeyboardInterrupt, Stop) as exc:
+        why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        print(f"\ndemo: {why}: stopping the servers", flush=True)
+        stopped = True
+        return 0
+    finally:
+        # A second Ctrl-C (or SIGTERM) must not skip the cleanup.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if static is not None:
+            static.close()
+        for server in servers:
+            server.stop()
+        if stopped:
+            print("demo: stopped", flush=True)
+    return 0
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(DEMO_DIR))
+    sys.exit(main())
