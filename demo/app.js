@@ -78,6 +78,8 @@
         /* no config.json: the CDN defaults stay */
       }
     }
+    // The CDN's package base belongs to the CDN's runtime: another indexURL brings its own.
+    if (params.has("indexURL")) config.packageBaseURL = null;
     for (const key of ["indexURL", "lockFileURL", "packageBaseURL", "wheel"]) {
       if (params.has(key)) config[key] = params.get(key);
     }
@@ -130,13 +132,27 @@
     }
     const config = await loadConfig();
     demo.config = config;
-    const where = config.source === "local" ? "served locally, offline" : "from the jsDelivr CDN";
+    const origin = new URL(config.indexURL).origin;
+    const where =
+      config.source === "local"
+        ? "served locally, offline"
+        : origin === location.origin
+          ? "from this site"
+          : origin === "https://cdn.jsdelivr.net"
+            ? "from the jsDelivr CDN"
+            : `from ${new URL(config.indexURL).host}`;
     $("#pyodide-source").textContent = `Pyodide ${config.pyodideVersion || PYODIDE_VERSION} · ${where}`;
     for (const s of config.servers) addServerRow(s.url, s.label, s.note);
 
     setStep("pyodide", "active", `loading ${where}…`);
     const pyodide = await timed("pyodide", async () => {
-      const { loadPyodide } = await import(config.indexURL + "pyodide.mjs");
+      let loadPyodide;
+      try {
+        ({ loadPyodide } = await import(config.indexURL + "pyodide.mjs"));
+      } catch (err) {
+        const offline = origin !== location.origin ? " Offline? ./demo.sh serves Pyodide from this machine." : "";
+        throw new Error(`could not load Pyodide from ${config.indexURL} (${err.message || err}).${offline}`);
+      }
       const options = {
         indexURL: config.indexURL,
         stdout: (line) => console.log("[py] " + line),
@@ -401,9 +417,6 @@
       state.phase = "connected";
       const results = res.results || {};
       const up = Object.values(results).filter((e) => e === null).length;
-      for (const [url, err] of Object.entries(results)) {
-        if (err) logLine("warn", `${err}; retrying in the background`, { url });
-      }
       if (res.ok) {
         logLine("ok", `Connected to all ${up} server${up === 1 ? "" : "s"} in ${fmtMs(res.ms)}.`);
         setStep("connect", "done", `${up} of ${urls.length} connected · ${fmtMs(res.ms)}`);

@@ -173,14 +173,13 @@ class DemoApp:
         self.manager = manager
         self._unsubscribe = manager.on_status_change(self._on_status)
         n = len(urls)
-        self.ui.log("app", "info", f"Connecting to {n} server{'s' if n > 1 else ''} at once"
+        self.ui.log("app", "info", (f"Connecting to {n} servers at once" if n > 1 else "Connecting")
                     + ("" if key.strip() else " (no private key: no authentication)") + "…")
         t0 = time.perf_counter()
         try:
             report = await manager.connect()
         except NotConnectedError as exc:
-            return _json(ok=False, started=True, error=str(exc),
-                         results={u: "not reachable" for u in urls},
+            return _json(ok=False, started=True, error=str(exc), results={u: str(exc) for u in urls},
                          ms=round((time.perf_counter() - t0) * 1000, 1))
         except Exception as exc:  # noqa: BLE001 - report, keep the page alive
             return _json(ok=False, started=True, error=describe(exc))
