@@ -31,7 +31,11 @@ echo "demo: system and .venv ready ($(took "$t") s)"
 
 if [ "$build" = 1 ]; then
   t=$(now)
-  ./build_wheel.sh >/dev/null
+  if ! out=$(./build_wheel.sh 2>&1); then
+    echo "$out" >&2
+    echo "demo: error: ./build_wheel.sh failed" >&2
+    exit 3
+  fi
   echo "demo: wheel built: $(ls dist/*.whl) ($(took "$t") s)"
 fi
 

@@ -54,6 +54,7 @@
   const state = {
     app: null, // the Python DemoApp (PyProxy), once booted
     phase: "idle", // idle | connecting | connected | disconnecting
+    session: 0, // bumped by every Connect and Disconnect: a late answer to an old Connect is ignored
     servers: [], // [{url, label, note, status}]
     metrics: {},
   };
@@ -398,6 +399,7 @@
     const urls = state.servers.map((s) => s.url);
     const key = byTestId("private-key").value;
     state.phase = "connecting";
+    const session = ++state.session;
     refreshControls();
     setStep("connect", "active", `connecting to ${urls.length} server${urls.length === 1 ? "" : "s"}…`);
     let res;
@@ -406,9 +408,9 @@
     } catch (err) {
       res = { ok: false, started: false, error: String(err && err.message ? err.message : err) };
     }
-    if (state.phase !== "connecting") {
-      // Disconnect was pressed while connecting: it has already said what happened.
-      if (res.started) logLine("info", "Connect ended by Disconnect.");
+    if (session !== state.session) {
+      // Disconnect was pressed while this Connect was under way: Disconnect has the last word.
+      return;
     } else if (!res.started) {
       state.phase = "idle";
       setStep("connect", "failed", "not connected: see the log");
@@ -435,10 +437,11 @@
   async function disconnect() {
     if (!state.app || state.phase === "idle" || state.phase === "disconnecting") return;
     state.phase = "disconnecting";
+    state.session++;
     refreshControls();
     try {
       const res = JSON.parse(await state.app.disconnect());
-      logLine("info", `Disconnected (${res.closed} client${res.closed === 1 ? "" : "s"} closed, sockets and timers released).`);
+      logLine("info", `Disconnected: ${res.closed} client${res.closed === 1 ? "" : "s"} closed.`);
     } catch (err) {
       logLine("error", `Disconnect failed: ${err && err.message ? err.message : err}`);
     }

@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                        lambda: StaticServer(webroot, config, args.http_port))
         manifest = json.loads((webroot / "webroot.json").read_text())
         if args.check:
+            sys.path.insert(0, str(DEMO_DIR))
             from check import run_check  # demo/check.py: Playwright is needed only here
 
             ok = run_check(static.url, {s.name: s for s in servers}, args.screenshot,
@@ -510,5 +511,4 @@ def _shown(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(DEMO_DIR))
     sys.exit(main())
