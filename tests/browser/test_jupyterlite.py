@@ -1,0 +1,275 @@
+"""The example notebook in an offline JupyterLite site (tools/jupyterlite.py), in Chromium.
+
+Why: JupyterLite notebooks are one of the places users run circle-ws-web, and there the
+client lives in the Pyodide kernel's Web Worker across cell runs. This drives the real notebook
+UI: it runs the example's cells (`%pip install circle-ws-web` from the site's own wheel, connect,
+authenticate, `execute_script` on two servers, statuses, metrics), kills and restarts the
+authenticating server, lets the client reconnect in the background between cells, and runs the
+cell that calls that server again. No request may leave the machine and no page error, console
+error or Python traceback may appear.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from support.servers import TEST_KEY
+
+pytestmark = pytest.mark.browser
+
+BROWSER_DIR = Path(__file__).resolve().parent
+ROOT = BROWSER_DIR.parent.parent
+NOTEBOOK = ROOT / "examples" / "jupyterlite" / "circle_ws_web.ipynb"
+# Chromium's own message when a reconnection attempt finds the restarted server not up yet.
+SOCKET_REFUSED = r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/' failed"
+# What a Python error nobody handled looks like in a cell's output.
+PY_ERROR_MARKERS = (
+    "Traceback (most recent call last)",
+    "Task exception was never retrieved",
+    "Exception in callback",
+    "Unhandled exception in event loop",
+    "Task was destroyed but it is pending",
+)
+KERNEL_BOOT_TIMEOUT_MS = 120_000  # page load + kernel boot + %pip install, on a busy 2-core machine
+CELL_TIMEOUT_MS = 60_000
+
+
+def browser_conftest(request: pytest.FixtureRequest) -> ModuleType:
+    """tests/browser/conftest.py as loaded by pytest (its page watching fails tests on errors)."""
+    want = BROWSER_DIR / "conftest.py"
+    for plugin in request.config.pluginmanager.get_plugins():
+        file = getattr(plugin, "__file__", None)
+        if file and Path(file).resolve() == want:
+            return plugin  # type: ignore[return-value]
+    raise RuntimeError(f"{want} is not loaded as a pytest plugin")
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import tools/<name>.py (tools/ is not a package)."""
+    path = ROOT / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_circle_tool_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def code_cell_index(marker: str) -> int:
+    """Index (among all cells, as the notebook UI counts) of the one code cell containing `marker`."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    found = [
+        i for i, c in enumerate(cells)
+        if c["cell_type"] == "code" and marker in "".join(c["source"])
+    ]
+    assert len(found) == 1, f"expected one code cell with {marker!r} in {NOTEBOOK.name}, got {found}"
+    return found[0]
+
+
+# --- the site, built once per session -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def jupyterlite_site(
+    circle_wheel: Path, server_pool: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The JupyterLite site of tools/jupyterlite.py, its notebook pointed at the test servers."""
+    tool = load_tool("jupyterlite")
+    t0 = time.perf_counter()
+    try:
+        site = tool.build_site(
+            tmp_path_factory.mktemp("jupyterlite") / "site",
+            circle_wheel,
+            servers=[server_pool.url("auth"), server_pool.url("open")],
+            key=TEST_KEY,
+        )
+    except tool.WebrootError as exc:
+        pytest.fail(f"building the JupyterLite site failed: {exc}", pytrace=False)
+    print(f"\nJupyterLite site built in {time.perf_counter() - t0:.1f} s")
+    return site
+
+
+@pytest.fixture(scope="session")
+def jupyterlite_server(jupyterlite_site: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Base URL of a static server for the site (same MIME types as the harness's)."""
+    conftest = browser_conftest(request)
+    handler = type("JupyterLiteHandler", (conftest._Handler,), {"webroot": jupyterlite_site})
+    server = conftest._QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="jupyterlite-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def lite_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[tuple[Page, Any]]:
+    """A fresh page (own context), watched like the harness pages."""
+    conftest = browser_conftest(request)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    events = conftest.PageEvents(label="jupyterlite notebook", base_url="")
+    conftest._block_foreign_requests(context, events)
+    page = context.new_page()
+    events.attach(page)
+    watch = conftest._watch(request, page, events)
+    try:
+        yield page, events
+        conftest._check_late_problems(request, watch)
+    finally:
+        context.close()
+
+
+# --- driving the notebook UI ------------------------------------------------------------------
+
+
+def cell(page: Page, index: int) -> Locator:
+    return page.locator(f'.jp-Notebook .jp-Cell[data-windowed-list-index="{index}"]')
+
+
+_PROMPT_JS = """(index) => {
+    const p = document.querySelector(
+        `.jp-Notebook .jp-Cell[data-windowed-list-index="${index}"] .jp-InputPrompt`);
+    return p ? p.innerText.trim() : null;
+}"""
+
+
+def prompt_text(page: Page, index: int) -> str | None:
+    return page.evaluate(_PROMPT_JS, index)
+
+
+def run_cell(page: Page, index: int, timeout_ms: int = CELL_TIMEOUT_MS) -> str:
+    """Run code cell `index` the way a user does (select it, Shift+Enter); wait until it has
+    finished; return the text of its outputs. Fails on a Python error in the output."""
+    target = cell(page, index)
+    before = prompt_text(page, index)
+    for attempt in range(3):
+        target.locator(".jp-InputPrompt").click()  # selects the cell in command mode
+        page.keyboard.press("Shift+Enter")
+        try:  # queued ("[*]:") or already done: the prompt changed
+            page.wait_for_function(
+                f"([i, before]) => ({_PROMPT_JS})(i) !== before", arg=[index, before], timeout=5_000
+            )
+            break
+        except PlaywrightTimeoutError:  # the key press went nowhere (UI still settling): again
+            print(f"cell {index}: Shift+Enter did not queue it (prompt {before!r}), attempt {attempt + 2}")
+    else:
+        raise AssertionError(f"cell {index} could not be started (prompt stays {before!r})")
+    try:
+        page.wait_for_function(
+            f"([i, before]) => {{ const t = ({_PROMPT_JS})(i); return /^\\[\\d+\\]:?$/.test(t) && t !== before; }}",
+            arg=[index, before],
+            timeout=timeout_ms,
+        )
+    except PlaywrightTimeoutError:
+        raise AssertionError(
+            f"cell {index} did not finish within {timeout_ms / 1000:g} s (prompt {prompt_text(page, index)!r});"
+            f" output so far:\n{output_text(page, index)}"
+        ) from None
+    text = output_text(page, index)
+    bad = [m for m in PY_ERROR_MARKERS if m in text]
+    errors = target.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    assert not bad and errors.count() == 0, f"cell {index} failed:\n{text}"
+    return text
+
+
+def output_text(page: Page, index: int) -> str:
+    outputs = cell(page, index).locator(".jp-OutputArea-output")
+    return "\n".join(outputs.nth(i).inner_text() for i in range(outputs.count()))
+
+
+def literal_output(page: Page, index: int) -> Any:
+    """The cell's result (a dict of str/int/float/None) parsed back from IPython's repr."""
+    return ast.literal_eval(output_text(page, index).strip())
+
+
+# --- the test -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.allow_console_errors(SOCKET_REFUSED)
+def test_notebook_connects_runs_and_survives_a_server_restart_between_cells(
+    lite_page: tuple[Page, Any], jupyterlite_server: str, servers: Any
+) -> None:
+    page, events = lite_page
+    auth_url, open_url = servers.url("auth"), servers.url("open")
+    settings = code_cell_index("PRIVATE_KEY = ")
+    pip = code_cell_index("%pip install circle-ws-web")
+    connect = code_cell_index("await manager.connect()")
+    play = code_cell_index('execute_script(url, "40 + 2")')
+    statuses = code_cell_index("connection_statuses().items()")
+    metrics = code_cell_index("m.as_dict()")
+    again = code_cell_index("before the call:")
+    disconnect = code_cell_index("await manager.disconnect_all()")
+
+    t0 = time.perf_counter()
+    page.goto(f"{jupyterlite_server}/notebooks/index.html?path=circle_ws_web.ipynb")
+    cell(page, disconnect).wait_for(state="attached", timeout=60_000)
+    assert auth_url in cell(page, settings).inner_text()  # the site's notebook names the test servers
+
+    run_cell(page, settings, KERNEL_BOOT_TIMEOUT_MS)  # waits for the kernel to boot
+    t_kernel = time.perf_counter()
+    pip_out = run_cell(page, pip, KERNEL_BOOT_TIMEOUT_MS)
+    connect_out = run_cell(page, connect)
+    assert f"{auth_url} -> connected and authenticated" in connect_out, connect_out
+    assert f"{open_url} -> connected and authenticated" in connect_out, connect_out
+    play_out = run_cell(page, play)
+    t_first = time.perf_counter()
+    # The auth server runs `play` only after a successful authentication: 42 proves it.
+    assert f"{auth_url} -> 42" in play_out and f"{open_url} -> 42" in play_out, play_out
+    print(
+        f"\nJupyterLite: page load to first result {(t_first - t0) * 1000:.0f} ms"
+        f" (kernel ready after {(t_kernel - t0) * 1000:.0f} ms; %pip install, connect + auth and"
+        f" play after that); %pip said: {pip_out.strip()[:120]!r}"
+    )
+
+    run_cell(page, statuses)
+    assert literal_output(page, statuses) == {auth_url: "connected", open_url: "connected"}
+    run_cell(page, metrics)
+    before = literal_output(page, metrics)
+    assert before[auth_url]["reconnects"] == 0 and before[auth_url]["errors"] == 0
+
+    # Kill the authenticating server (no close frame) and start it again on the same port. The
+    # client notices, reconnects with backoff and authenticates again, in the background: no
+    # cell is running meanwhile. We only look (cheap cells) until it has.
+    servers.servers["auth"].restart()
+    t_restart = time.perf_counter()
+    deadline = t_restart + 30
+    while True:
+        run_cell(page, statuses)
+        run_cell(page, metrics)
+        status, metric = literal_output(page, statuses), literal_output(page, metrics)
+        if status[auth_url] == "connected" and metric[auth_url]["reconnects"] >= 1:
+            break
+        assert time.perf_counter() < deadline, f"no reconnection within 30 s: {status} {metric}"
+        page.wait_for_timeout(300)
+    print(f"JupyterLite: reconnected in the background {time.perf_counter() - t_restart:.1f} s after the restart")
+    assert status[open_url] == "connected" and metric[open_url]["reconnects"] == 0
+
+    again_out = run_cell(page, again)
+    assert "before the call: connected | reconnects so far: 1" in again_out, again_out
+    assert f"{auth_url} -> 42" in again_out, again_out
+
+    closed = run_cell(page, disconnect)
+    assert "closed" in closed and "connected" not in closed.replace("disconnected", ""), closed
+    for index in (settings, pip, connect, play, statuses, metrics, again, disconnect):
+        text = output_text(page, index)
+        assert not [m for m in PY_ERROR_MARKERS if m in text], f"cell {index}:\n{text}"
+    assert not events.foreign_requests()
+    assert not re.search(r"pypi\.org|cdn\.jsdelivr", "\n".join(events.requests))
