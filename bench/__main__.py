@@ -1,0 +1,285 @@
+"""``python -m bench [--quick] [--out DIR] [--only NAMES]``: run the benchmarks, write the report.
+
+Runs the CPython benchmarks in a subprocess (bench/cpython.py), then the browser ones
+(bench/browser_suite.py), and writes ``latest.json``, ``latest.md`` and ``latest.png`` to
+``--out`` (default bench/results/). Every figure is a ratio against a baseline measured in the
+same run (see bench/report.py); targets are checked in the report only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import browser, report, servers
+from .report import row, target
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+NAMES = ("rpc", "capacity", "connect", "recovery", "silence", "auth", "memory", "cold")
+BROWSER_NAMES = {"rpc", "connect", "auth", "memory", "cold"}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "reps": 3,
+        "sequential": 300,
+        "calls": 2000,
+        "inflight": [1, 16, 64, 256],
+        "connect_sizes": [1, 10, 50],
+        "recovery_reps": 4,
+        "recovery_delay": 0.2,
+        "keepalive": [0.3, 0.2],
+        "silence_reps": 3,
+        "memory": [3000, 5, 3],
+        "boots": 3,
+    },
+    "full": {
+        "reps": 7,
+        "sequential": 2000,
+        "calls": 10000,
+        "inflight": [1, 16, 64, 256],
+        "connect_sizes": [1, 10, 50],
+        "recovery_reps": 8,
+        "recovery_delay": 0.2,
+        "keepalive": [0.5, 0.3],
+        "silence_reps": 5,
+        "memory": [20000, 50, 3],
+        "boots": 5,
+    },
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and calls (under 2 minutes)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
+    parser.add_argument("--only", default=",".join(NAMES), help=f"comma-separated subset of {','.join(NAMES)}")
+    args = parser.parse_args(argv)
+    only = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = set(only) - set(NAMES)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    mode = "quick" if args.quick else "full"
+    cfg = {**PROFILES[mode], "only": only}
+
+    started = time.perf_counter()
+    machine = machine_info()
+    samples: dict[str, list[float]] = {}
+    info: dict[str, Any] = {}
+    cpython_only = [n for n in only if n != "cold"]
+    if cpython_only:
+        _log(f"CPython benchmarks: {', '.join(cpython_only)}")
+        samples.update(run_cpython({**cfg, "only": cpython_only}))
+    browser_only = [n for n in only if n in BROWSER_NAMES]
+    if browser_only:
+        from . import browser_suite
+
+        _log(f"browser benchmarks: {', '.join(browser_only)}")
+        samples.update(browser_suite.collect({**cfg, "only": browser_only}, info))
+    machine["pyodide"] = info.get("webroot", {}).get("pyodide_version", "?")
+    machine["pyodide_python"] = info.get("pyodide_python", "?")
+    machine["loadavg_end"] = _loadavg()
+    result = {
+        "mode": mode,
+        "started": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "duration_s": time.perf_counter() - started,
+        "machine": machine,
+        "config": cfg,
+        "rows": build_rows(samples, cfg),
+        "notes": notes(samples, info),
+        "samples": samples,
+    }
+    paths = report.write(result, args.out)
+    print(report.markdown(result))
+    _log(f"wrote {', '.join(str(p) for p in paths.values())} in {result['duration_s']:.0f} s")
+    return 0
+
+
+def run_cpython(cfg: dict[str, Any]) -> dict[str, list[float]]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cpython", json.dumps(cfg)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"the CPython benchmarks failed (exit {proc.returncode})")
+    return json.loads(proc.stdout)
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+def build_rows(s: dict[str, list[float]], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(key: str, baseline_key: str, *a: Any, scale: float = 1.0, **kw: Any) -> None:
+        if key in s and baseline_key in s:
+            rows.append(row(*a[:4], [v * scale for v in s[key]], a[4], [v * scale for v in s[baseline_key]], **kw))
+
+    for prefix, group, base, p50_goal, tput_goal in (
+        ("browser", "browser RPC", "JS client", 1.3, 0.8),
+        ("rpc", "CPython RPC", "raw websockets", 1.1, 0.9),
+    ):
+        add(f"{prefix}.circle.p50", f"{prefix}.js.p50" if prefix == "browser" else f"{prefix}.raw.p50",
+            f"{prefix}.p50", group, "round trip p50 (sequential)", "ms", base,
+            goal=target("ratio_max", p50_goal, f"<= {p50_goal}x"))
+        other = "js" if prefix == "browser" else "raw"
+        add(f"{prefix}.circle.p99", f"{prefix}.{other}.p99", f"{prefix}.p99", group, "round trip p99 (sequential)", "ms", base)
+        for k in cfg["inflight"]:
+            goal = target("ratio_min", tput_goal, f">= {tput_goal}x") if k == 64 else None
+            add(f"{prefix}.circle.tput.{k}", f"{prefix}.{other}.tput.{k}", f"{prefix}.tput.{k}", group,
+                f"throughput, {k} in flight", "calls/s", base, better="higher", goal=goal)
+
+    add("capacity.ref", "capacity.node", "capacity.ref", "servers", "reference server (ping), raw client, 64 in flight",
+        "calls/s", "Node ping server", better="higher",
+        note="the RPC figures use the Node ping server (bench/ping_server.mjs) so that the server is not what is measured")
+    add("capacity.pyping", "capacity.node", "capacity.pyping", "servers", "Python ping server (websockets), raw client, 64 in flight",
+        "calls/s", "Node ping server", better="higher")
+
+    sizes = cfg["connect_sizes"]
+    for prefix, group in (("connect", "CPython connect"), ("browser.connect", "browser connect")):
+        for n in sizes[1:]:
+            goal = target("ratio_max", 2.0, "<= 2x one server") if n == max(sizes) else None
+            add(f"{prefix}.{n}", f"{prefix}.{sizes[0]}", f"{prefix}.{n}", group,
+                f"manager.connect(), {n} servers, authenticated", "ms", f"{sizes[0]} server", goal=goal)
+
+    d = cfg["recovery_delay"]
+    add("recovery.circle", "recovery.raw", "recovery", "CPython recovery",
+        f"server restart -> first answered call (reconnect delay {d * 1000:.0f} ms)", "ms",
+        "raw client, same retry delay", goal=target("value_max", d * 1000 + 100, f"<= {d * 1000 + 100:.0f} ms (delay + 100 ms)"))
+    i, t = cfg["keepalive"]
+    limit = (i + t) * 1.1 * 1000
+    add("silence.detect", "silence.sleep", "silence", "CPython recovery",
+        f"silent server detected (keep-alive {i * 1000:.0f} + {t * 1000:.0f} ms)", "ms",
+        "asyncio.sleep(interval + timeout)", goal=target("value_max", limit, f"<= {limit:.0f} ms (+10 %)"))
+
+    add("auth.sign.ecdsa", "auth.sign.coincurve", "auth.sign.cpython", "signing", "EIP-191 sign, ecdsa backend, CPython",
+        "ms", "coincurve, CPython")
+    add("auth.keccak.pure", "auth.keccak.native", "auth.keccak.cpython", "signing", "keccak256, pure Python, CPython",
+        "ms", "pycryptodome, CPython")
+    add("browser.auth.sign_ecdsa", "auth.sign.ecdsa", "auth.sign.pyodide", "signing", "EIP-191 sign, ecdsa backend, Pyodide",
+        "ms", "ecdsa, CPython")
+    add("browser.auth.keccak_pure", "auth.keccak.pure", "auth.keccak.pyodide", "signing", "keccak256, pure Python, Pyodide",
+        "ms", "pure, CPython")
+
+    js_total = "cold.js_first_result_at_ms"
+    for key, figure, base_key, base, goal in (
+        ("page_load_ms", "page load (navigation -> load event)", js_total, None, None),
+        ("pyodide_ready_ms", "Pyodide ready (import + loadPyodide)", js_total, None, None),
+        ("micropip_load_ms", "micropip loaded", js_total, None, None),
+        ("wheel_install_ms", "wheel installed (micropip.install, with ecdsa + six)", js_total, None,
+         target("value_max", 300, "<= 300 ms")),
+        ("import_ms", "import circle_ws_web", js_total, None, None),
+        ("connect_auth_ms", "connected and authenticated (manager.connect)", "cold.js_connect_ms", "JS client: WebSocket open", None),
+        ("first_result_ms", "first result (execute_script)", "cold.js_first_call_ms", "JS client: first call", None),
+        ("first_result_at_ms", "total: navigation -> first result", js_total, None, None),
+    ):
+        add(f"cold.{key}", base_key, f"cold.{key}", "browser cold start", figure, "ms",
+            base or "JS client: navigation -> first result", goal=goal)
+
+    mb = 1 / 2**20
+    calls, cycles, rounds = cfg["memory"]
+    what = f"{calls} calls + {cycles} reconnect cycles (per round, {rounds} rounds)"
+    if "browser.memory.heap_after" in s:
+        growth = [(a - b) * mb for a, b in zip(s["browser.memory.heap_after"], s["browser.memory.heap_before"])]
+        left = max(s["browser.memory.live_proxies"]) + max(s["browser.memory.live_timers"])
+        rows.append(row("memory.browser", "memory", f"JS heap growth, {what}", "MB", growth,
+                        "JS heap before", [b * mb for b in s["browser.memory.heap_before"]],
+                        goal=target("value_max", 2.0, "< 2 MB"),
+                        also_required=("every round < 2 MB; no live JS proxy or timer left",
+                                       max(growth) < 2.0 and left == 0),
+                        note=f"heap after gc() on both sides; live proxies + timers left: {left:.0f}; "
+                             f"reconnects done: {sum(s.get('browser.memory.reconnects', [0])):.0f}"))
+    if "memory.after" in s:
+        growth = [(a - b) * mb for a, b in zip(s["memory.after"], s["memory.before"])]
+        rows.append(row("memory.cpython", "memory", f"CPython traced memory growth, {what}", "MB", growth,
+                        "traced before", [b * mb for b in s["memory.before"]],
+                        goal=target("value_max", 2.0, "< 2 MB"),
+                        also_required=("every round < 2 MB", max(growth) < 2.0)))
+    return rows
+
+
+def notes(s: dict[str, list[float]], info: dict[str, Any]) -> list[str]:
+    out = []
+    for k in (64, 256):
+        js, py = s.get(f"browser.js.server_busy.{k}"), s.get(f"browser.circle.server_busy.{k}")
+        if js and py:
+            out.append(
+                f"Node ping server CPU while the browser clients ran at {k} in flight: JS client "
+                f"{max(js):.0%}, circle-ws-web {max(py):.0%} of one core at most: not the bottleneck."
+            )
+    if info.get("page_log"):
+        out.append("page log: " + "; ".join(info["page_log"])[:2000])
+    return out
+
+
+# --- machine -----------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    import websockets
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "chromium": _version([browser.CHROMIUM, "--version"], "Chromium"),
+        "node": _version([servers.node(), "--version"], "v").lstrip("v"),
+        "websockets": websockets.__version__,
+        "commit": _git_commit(),
+        "loadavg_start": _loadavg(),
+    }
+
+
+def _version(cmd: list[str], marker: str) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    for line in out.splitlines():
+        if marker in line:
+            words = line.split()
+            return next((w for w in words if w[:1].isdigit() or w.startswith("v")), line.strip())
+    return out.strip() or "?"
+
+
+def _git_commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src"], cwd=ROOT, capture_output=True, text=True).stdout
+    except OSError:
+        return "?"
+    return rev + ("+dirty" if dirty.strip() else "")
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
