@@ -154,16 +154,20 @@ def check_ports(ports: dict[str, tuple[int, str]]) -> None:
 # --- the reference servers -----------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the server gets SIGTERM if this process dies, even by SIGKILL (no orphans)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:  # noqa: BLE001 - best effort only
-        pass
+#: Linux: runs the server with PR_SET_PDEATHSIG, so it gets SIGTERM if we die, even by SIGKILL
+#: (no orphans). Done in the child's own Python rather than in a preexec_fn, which is unsafe
+#: while this process has threads. argv: our pid, then the server's arguments.
+_LAUNCHER = """\
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):  # the parent died before prctl took effect
+    sys.exit(0)
+sys.argv = ["python -m circle_ws_web.server", *sys.argv[2:]]
+runpy.run_module("circle_ws_web.server", run_name="__main__", alter_sys=True)
+"""
 
 
 @dataclass
@@ -183,11 +187,12 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         # --test-controls: the page's "drop" button uses test.drop to show a reconnection.
-        cmd = [sys.executable, "-m", "circle_ws_web.server", "--host", HOST, "--port", str(self.port),
-               "--test-controls"]
+        args = ["--host", HOST, "--port", str(self.port), "--test-controls"]
         if self.require_auth:
-            cmd.append("--require-auth")
-        return cmd
+            args.append("--require-auth")
+        if sys.platform.startswith("linux"):
+            return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *args]
+        return [sys.executable, "-m", "circle_ws_web.server", *args]
 
     def start(self, timeout: float = SERVER_START_TIMEOUT) -> None:
         """Start and wait for its ``listening on`` line; DemoError with its own words if not."""
@@ -201,7 +206,6 @@ class ServerProcess:
             proc = subprocess.Popen(
                 self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
             first = self._first_line(proc, deadline)
             if first.startswith("listening on"):

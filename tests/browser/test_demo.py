@@ -331,16 +331,24 @@ def _accepts(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_demo_sh_serves_the_page_and_stops_on_ctrl_c(circle_wheel: Path, webroot: Path) -> None:
-    ports = _ports()
+def _start_demo_sh(circle_wheel: Path, webroot: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[str], list[str]]:
+    """./demo.sh serving, once it said "Press Ctrl-C"; its output so far."""
     proc = subprocess.Popen(_demo_sh(circle_wheel, webroot, *_flags(ports)), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out: list[str] = []
+    deadline = time.monotonic() + 120
+    while not any("Press Ctrl-C" in line for line in out):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("./demo.sh did not come up:\n" + "".join(out) + (proc.stdout.read() or ""))  # type: ignore[union-attr]
+        out.append(proc.stdout.readline())  # type: ignore[union-attr]
+    return proc, out
+
+
+def test_demo_sh_serves_the_page_and_stops_on_ctrl_c(circle_wheel: Path, webroot: Path) -> None:
+    ports = _ports()
+    proc, out = _start_demo_sh(circle_wheel, webroot, ports)
     try:
-        out: list[str] = []
-        deadline = time.monotonic() + 120
-        while not any("Press Ctrl-C" in line for line in out):
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(out)
-            out.append(proc.stdout.readline())  # type: ignore[union-attr]
         base = f"http://127.0.0.1:{ports['--http-port']}/"
         assert any(base in line for line in out), "".join(out)
 
@@ -398,3 +406,20 @@ def test_demo_sh_check_end_to_end(circle_wheel: Path, webroot: Path, tmp_path: P
     assert width == 1280 and 700 <= height <= 4000, (width, height)
     assert 30_000 < len(data) < 5_000_000, len(data)
     print(f"./demo.sh --check took {took:.1f} s")
+
+
+def test_demo_sh_killed_outright_leaves_no_server_behind(circle_wheel: Path, webroot: Path) -> None:
+    ports = _ports()
+    proc, out = _start_demo_sh(circle_wheel, webroot, ports)
+    try:
+        assert _accepts(ports["--port-open"]) and _accepts(ports["--port-auth"])
+        proc.kill()  # SIGKILL: no cleanup code runs; the servers must still go (PR_SET_PDEATHSIG)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_accepts(ports[p]) for p in ("--port-open", "--port-auth")):
+            assert time.monotonic() < deadline, "a server outlived a killed ./demo.sh"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
