@@ -218,19 +218,46 @@ class _QuietServer(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-@pytest.fixture(scope="session")
-def static_server(webroot: Path) -> Iterator[str]:
-    """Base URL (http://127.0.0.1:<port>) of a static server: web root at /, tests/browser at /browser/."""
-    handler = type("Handler", (_Handler,), {"webroot": webroot})
+def _start_static_server(folder: Path, name: str) -> tuple[str, Callable[[], None]]:
+    handler = type("Handler", (_Handler,), {"webroot": folder})
     server = _QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="static-server", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
+
+    def stop() -> None:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+    return f"http://127.0.0.1:{server.server_address[1]}", stop
+
+
+@pytest.fixture(scope="session")
+def static_server(webroot: Path) -> Iterator[str]:
+    """Base URL (http://127.0.0.1:<port>) of a static server: web root at /, tests/browser at /browser/."""
+    url, stop = _start_static_server(webroot, "static-server")
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def serve_folder() -> Iterator[Callable[[Path], str]]:
+    """`serve_folder(path) -> base URL`: a static server for another folder (same MIME types
+    and quiet logs as the harness's), stopped at the end of the session."""
+    stops: list[Callable[[], None]] = []
+
+    def serve(folder: Path) -> str:
+        url, stop = _start_static_server(folder, f"static-server-{folder.name}")
+        stops.append(stop)
+        return url
+
+    try:
+        yield serve
+    finally:
+        for stop in stops:
+            stop()
 
 
 # --- browser -------------------------------------------------------------------------------------
@@ -408,6 +435,31 @@ def _page_fixture(
     finally:
         _PAGE_EVENTS.pop(id(page), None)
     _check_late_problems(request, watch)
+
+
+@pytest.fixture
+def watched_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable[[str], tuple[Page, PageEvents]]]:
+    """`watched_page(label, **context_options) -> (page, events)`: a fresh page in its own context, for pages other
+    than the harness (PyScript, JupyterLite, the demo), watched like the harness pages: any page
+    error, console error, failed or non-local request fails the test."""
+    opened: list[tuple[BrowserContext, _Watch]] = []
+
+    def open_page(label: str, **context_options: Any) -> tuple[Page, PageEvents]:
+        context = browser.new_context(**context_options)
+        events = PageEvents(label=label, base_url="")
+        _block_foreign_requests(context, events)
+        page = context.new_page()
+        events.attach(page)
+        opened.append((context, _watch(request, page, events)))
+        return page, events
+
+    try:
+        yield open_page
+        for _context, watch in opened:
+            _check_late_problems(request, watch)
+    finally:
+        for context, _watch_ in opened:
+            context.close()
 
 
 @pytest.fixture

@@ -16,15 +16,13 @@ import importlib.util
 import json
 import re
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page
+from playwright.sync_api import Locator, Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from support.servers import TEST_KEY
@@ -46,16 +44,6 @@ PY_ERROR_MARKERS = (
 )
 KERNEL_BOOT_TIMEOUT_MS = 120_000  # page load + kernel boot + %pip install, on a busy 2-core machine
 CELL_TIMEOUT_MS = 60_000
-
-
-def browser_conftest(request: pytest.FixtureRequest) -> ModuleType:
-    """tests/browser/conftest.py as loaded by pytest (its page watching fails tests on errors)."""
-    want = BROWSER_DIR / "conftest.py"
-    for plugin in request.config.pluginmanager.get_plugins():
-        file = getattr(plugin, "__file__", None)
-        if file and Path(file).resolve() == want:
-            return plugin  # type: ignore[return-value]
-    raise RuntimeError(f"{want} is not loaded as a pytest plugin")
 
 
 def load_tool(name: str) -> ModuleType:
@@ -104,36 +92,15 @@ def jupyterlite_site(
 
 
 @pytest.fixture(scope="session")
-def jupyterlite_server(jupyterlite_site: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+def jupyterlite_server(jupyterlite_site: Path, serve_folder: Any) -> str:
     """Base URL of a static server for the site (same MIME types as the harness's)."""
-    conftest = browser_conftest(request)
-    handler = type("JupyterLiteHandler", (conftest._Handler,), {"webroot": jupyterlite_site})
-    server = conftest._QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="jupyterlite-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    return serve_folder(jupyterlite_site)
 
 
 @pytest.fixture
-def lite_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[tuple[Page, Any]]:
+def lite_page(watched_page: Any) -> tuple[Page, Any]:
     """A fresh page (own context), watched like the harness pages."""
-    conftest = browser_conftest(request)
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    events = conftest.PageEvents(label="jupyterlite notebook", base_url="")
-    conftest._block_foreign_requests(context, events)
-    page = context.new_page()
-    events.attach(page)
-    watch = conftest._watch(request, page, events)
-    try:
-        yield page, events
-        conftest._check_late_problems(request, watch)
-    finally:
-        context.close()
+    return watched_page("jupyterlite notebook", viewport={"width": 1280, "height": 1000})
 
 
 # --- driving the notebook UI ------------------------------------------------------------------

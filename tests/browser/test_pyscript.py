@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from support.servers import TEST_KEY
 
@@ -28,16 +26,6 @@ pytestmark = pytest.mark.browser
 BROWSER_DIR = Path(__file__).resolve().parent
 ROOT = BROWSER_DIR.parent.parent
 READY_TIMEOUT_MS = 90_000
-
-
-def browser_conftest(request: pytest.FixtureRequest) -> ModuleType:
-    """tests/browser/conftest.py as loaded by pytest (its page watching fails tests on errors)."""
-    want = BROWSER_DIR / "conftest.py"
-    for plugin in request.config.pluginmanager.get_plugins():
-        file = getattr(plugin, "__file__", None)
-        if file and Path(file).resolve() == want:
-            return plugin  # type: ignore[return-value]
-    raise RuntimeError(f"{want} is not loaded as a pytest plugin")
 
 
 def load_tool(name: str) -> ModuleType:
@@ -62,37 +50,16 @@ def pyscript_site(circle_wheel: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def pyscript_server(pyscript_site: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+def pyscript_server(pyscript_site: Path, serve_folder: Any) -> str:
     """Base URL of a static server for the PyScript site (same MIME types as the harness's)."""
-    conftest = browser_conftest(request)
-    handler = type("PyScriptHandler", (conftest._Handler,), {"webroot": pyscript_site})
-    server = conftest._QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="pyscript-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    return serve_folder(pyscript_site)
 
 
 @pytest.fixture
-def pyscript_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[tuple[Page, Any]]:
+def pyscript_page(watched_page: Any) -> tuple[Page, Any]:
     """A fresh page (own context) watched like the harness pages: any page error, console
     error, failed or non-local request fails the test."""
-    conftest = browser_conftest(request)
-    context = browser.new_context()
-    events = conftest.PageEvents(label="pyscript page", base_url="")
-    conftest._block_foreign_requests(context, events)
-    page = context.new_page()
-    events.attach(page)
-    watch = conftest._watch(request, page, events)
-    try:
-        yield page, events
-        conftest._check_late_problems(request, watch)
-    finally:
-        context.close()
+    return watched_page("pyscript page")
 
 
 def open_example(page: Page, base_url: str, query: dict[str, Any]) -> float:
