@@ -63,7 +63,7 @@ class WsManager:
             *(client.connect(keep_trying=True) for client in clients), return_exceptions=True
         )
         report: dict[str, CircleWsClientError | None] = {}
-        for client, outcome in zip(clients, outcomes):
+        for client, outcome in zip(clients, outcomes, strict=True):
             if isinstance(outcome, CircleWsClientError):
                 logger.warning("%s: not connected yet (%s); retrying in the background", client.url, outcome)
                 report[client.url] = outcome
@@ -98,7 +98,7 @@ class WsManager:
             *(self._clients[u].play(script, timeout=timeout) for u in urls), return_exceptions=True
         )
         out: dict[str, PlayResult | CircleWsClientError] = {}
-        for url, outcome in zip(urls, outcomes):
+        for url, outcome in zip(urls, outcomes, strict=True):
             if isinstance(outcome, (PlayResult, CircleWsClientError)):
                 out[url] = outcome
             else:

@@ -458,7 +458,7 @@ def watched_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[C
         for _context, watch in opened:
             _check_late_problems(request, watch)
     finally:
-        for context, _watch_ in opened:
+        for context, _ in opened:
             context.close()
 
 
