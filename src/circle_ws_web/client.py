@@ -17,7 +17,9 @@ garbage collector close it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 import weakref
 from typing import Any, Callable
 
@@ -55,8 +57,78 @@ StatusCallback = Callable[[ConnectionStatus], None]
 CLOSE_GOING_AWAY = 4000
 #: How long ``disconnect()`` waits for the socket's close event before giving up on it.
 CLOSE_WAIT = 3.0
-#: Slack when comparing deadlines with the loop clock (timers may fire a hair early).
+#: Slack when comparing deadlines with the clock (timers may fire a hair early).
 CLOCK_SLACK = 0.001
+#: The engine's clock. Timers are set by delay (``call_later``), so any monotonic clock works;
+#: this one is what the asyncio loops use, without a method call per message.
+_clock = time.monotonic
+
+
+class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
+    """The future of one call; an answer can resume its waiter at once (:meth:`resolve_now`).
+
+    Why: a plain future wakes whoever awaits it through ``loop.call_soon``. Under Pyodide each
+    such trip is a browser task and a JS->Python crossing (~40 us on a slow machine), more
+    than everything else a call costs. An answer arrives in a transport callback, outside any
+    task, so the waiting task can be stepped right there, as a JS promise would resume its
+    ``await``. Inside a running task (CPython's reader task) that is not allowed, and it falls
+    back to ``call_soon``; errors, timeouts and cancellation always go the usual way.
+    """
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._waiters: list[tuple[Callable[[Any], object], contextvars.Context]] = []
+
+    def add_done_callback(self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None) -> None:
+        if context is None:
+            context = contextvars.copy_context()
+        if self.done():
+            self.get_loop().call_soon(fn, self, context=context)
+        else:
+            self._waiters.append((fn, context))
+
+    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
+        before = len(self._waiters)
+        self._waiters = [w for w in self._waiters if w[0] != fn]
+        return before - len(self._waiters)
+
+    def set_result(self, result: Any) -> None:
+        super().set_result(result)
+        self._schedule()
+
+    def set_exception(self, exception: BaseException | type[BaseException]) -> None:
+        super().set_exception(exception)
+        self._schedule()
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._schedule()
+        return True
+
+    def _schedule(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        call_soon = self.get_loop().call_soon
+        for fn, context in waiters:
+            call_soon(fn, self, context=context)
+
+    def resolve_now(self, result: Any) -> None:
+        """``set_result``, and run the waiters right here unless a task is running."""
+        super().set_result(result)
+        loop = self.get_loop()
+        if asyncio.current_task(loop) is not None:
+            self._schedule()
+            return
+        waiters, self._waiters = self._waiters, []
+        for fn, context in waiters:
+            try:
+                context.run(fn, self)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # what Handle._run does with a failing callback
+                loop.call_exception_handler({"message": "exception resuming a call's waiter", "exception": exc})
 
 
 class _Connection:
@@ -73,7 +145,7 @@ class _Connection:
         self.closed: asyncio.Future[None] = loop.create_future()
         #: Resolved when the engine stops using this connection (close event or abandoned).
         self.lost: asyncio.Future[str] = loop.create_future()
-        self.last_rx = loop.time()
+        self.last_rx = _clock()
         self.connected_at = 0.0
         self.close_info = ""
 
@@ -120,7 +192,7 @@ class _Engine:
         self.status = StatusMachine(on_error=self._callback_failed)
         self.codec = RpcCodec(options.max_message_size)
         # id -> (future, sent_at, method, timeout)
-        self.pending: PendingCalls[tuple[asyncio.Future[Any], float, str, float]] = PendingCalls()
+        self.pending: PendingCalls[tuple[_CallFuture, float, str, float]] = PendingCalls()
         self.backoff = Backoff(
             options.reconnect_initial_delay,
             options.reconnect_max_delay,
@@ -151,7 +223,7 @@ class _Engine:
 
     def send_call(
         self, conn: _Connection, method: str, params: Any, timeout: float
-    ) -> tuple[str, asyncio.Future[Any]]:
+    ) -> tuple[str, _CallFuture]:
         """Send one request on ``conn``; the future gets the result or a typed error."""
         loop = self.loop
         assert loop is not None and conn.transport is not None
@@ -159,8 +231,11 @@ class _Engine:
             call_id, frame = self.codec.request(method, params)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"params of {method!r} are not JSON-serializable: {exc}") from None
-        future: asyncio.Future[Any] = loop.create_future()
-        now = loop.time()
+        # Not loop.create_future(): Pyodide's WebLoop adds a done callback to every future it
+        # creates, which cost each answered call one more trip through the browser's task
+        # queue (~40 us). Nothing here needs that bookkeeping.
+        future = _CallFuture(loop=loop)
+        now = _clock()
         deadline = now + timeout
         self.pending.add(call_id, (future, now, method, timeout), deadline)
         if self.cancel_timer is None or deadline < self.timer_at:
@@ -173,9 +248,15 @@ class _Engine:
         call_id, future = self.send_call(conn, method, params, timeout)
         try:
             return await future
-        finally:
+        except asyncio.CancelledError:
             if not future.done():  # the caller was cancelled: forget the call
                 self.pending.pop(call_id)
+            elif not future.cancelled():
+                # Failed (e.g. connection lost) just as the caller was cancelled: mark the error
+                # seen, or the future would log it when collected, its traceback (and with it
+                # the connection) kept alive by the logging.
+                future.exception()
+            raise
 
     def _arm_timer(self, when: float, now: float) -> None:
         if self.cancel_timer is not None:
@@ -185,8 +266,7 @@ class _Engine:
 
     def _on_deadline(self) -> None:
         self.cancel_timer = None
-        assert self.loop is not None
-        now = self.loop.time()
+        now = _clock()
         for _call_id, (future, _sent, method, timeout) in self.pending.expired(now + CLOCK_SLACK):
             if not future.done():
                 self.metrics.timeouts += 1
@@ -209,8 +289,17 @@ class _Engine:
     # -- incoming ----------------------------------------------------------------------------
 
     def on_frame(self, conn: _Connection, data: str | bytes) -> None:
-        now = self.loop.time()  # type: ignore[union-attr]
+        now = _clock()
         conn.last_rx = now
+        answer = self.codec.parse_result(data)  # the usual frame, on the short path
+        if answer is not None:
+            entry = self.pending.pop(answer[0])
+            if entry is not None:
+                future = entry[0]
+                if not future.done():
+                    self.metrics.record_rtt(now - entry[1])
+                    future.resolve_now(answer[1])  # last: it may run the caller's code
+                return
         msg = self.codec.parse(data)
         kind = type(msg)
         if kind is Response:
@@ -222,7 +311,7 @@ class _Engine:
             future, sent, _method, _timeout = entry
             if not future.done():
                 self.metrics.record_rtt(now - sent)
-                future.set_result(msg.result)  # type: ignore[union-attr]
+                future.resolve_now(msg.result)  # type: ignore[union-attr]
         elif kind is ErrorResponse:
             assert isinstance(msg, ErrorResponse)
             entry = self.pending.pop(msg.id) if msg.id is not None else None
@@ -338,7 +427,7 @@ class _Engine:
             raise
         finally:
             cancel()
-        conn.connected_at = conn.last_rx = loop.time()
+        conn.connected_at = conn.last_rx = _clock()
         self.ever_connected = True
         self.status.move(S.CONNECTED)
         self.keepalive = loop.create_task(self._keepalive(conn))
@@ -372,7 +461,7 @@ class _Engine:
         assert loop is not None
         interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
         while self.conn is conn:
-            idle = loop.time() - conn.last_rx
+            idle = _clock() - conn.last_rx
             if idle < interval:
                 await self.sleep(interval - idle)
                 continue
@@ -400,7 +489,7 @@ class _Engine:
                     await conn.lost
                     if self.closing:
                         return
-                    if loop.time() - conn.connected_at >= self.options.reconnect_min_uptime:
+                    if _clock() - conn.connected_at >= self.options.reconnect_min_uptime:
                         self.backoff.reset()
                     conn = None
                 delay = self.backoff.next_delay()
