@@ -9,6 +9,9 @@ from typing import Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+OPEN = State.OPEN
 
 from ..transport import TransportEvents, TransportOptions
 
@@ -18,10 +21,11 @@ logger = logging.getLogger("circle_ws_web")
 
 
 class NativeTransport:
-    """Connects at construction; one reader task, and one writer task fed by a queue.
+    """Connects at construction; one reader task, and one writer task for what cannot go at once.
 
-    ``send`` is synchronous like the browser's: it queues the text and wakes the writer, so a
-    burst of calls costs no task per call. Keep-alive is the client's (application-level
+    ``send`` is synchronous like the browser's: the frame goes straight to the socket's buffer
+    (the transport's own, like the browser's ``bufferedAmount``); only while the socket's
+    writing is paused (flow control) are frames queued for the writer task, in order. Keep-alive is the client's (application-level
     ``ping``), so the library's own ping frames are off, as they are in a browser.
     """
 
@@ -36,9 +40,21 @@ class NativeTransport:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def send(self, text: str) -> None:
-        if self._close_request is None:
-            self._outbox.append(text)
-            self._wakeup.set()
+        if self._close_request is not None:
+            return
+        ws = self._ws
+        if ws is not None and not self._outbox and not ws.paused and ws.protocol.state is OPEN:
+            # Straight onto the socket, as a browser does: no hop through the writer task,
+            # which cost a loop iteration per call (~10 us of a ~70 us round trip).
+            try:
+                ws.protocol.send_text(text.encode())
+                ws.send_data()
+                return
+            except Exception as exc:  # noqa: BLE001 - the socket is going: the close event tells
+                logger.debug("direct send failed on %s: %s", self._url, _describe(exc))
+                return
+        self._outbox.append(text)
+        self._wakeup.set()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self._close_request is not None:
