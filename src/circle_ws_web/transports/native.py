@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 OPEN = State.OPEN
+
+try:  # websockets >= 15 picks a proxy from the environment for every connection
+    from websockets.proxy import get_proxy as _get_proxy
+    from websockets.uri import parse_uri as _parse_uri
+except ImportError:  # older: no proxy support, nothing to look up
+    _get_proxy = None  # type: ignore[assignment]
+
+
+@functools.lru_cache(maxsize=256)
+def _proxy_for(url: str) -> str | None:
+    """The proxy websockets would use for ``url``, looked up once per URL: the lookup scans the
+    whole environment (urllib's getproxies), a third of the client's CPU per connection."""
+    return _get_proxy(_parse_uri(url))  # type: ignore[misc]
 
 from ..transport import TransportEvents, TransportOptions
 
@@ -72,6 +86,7 @@ class NativeTransport:
             try:
                 self._ws = ws = await connect(
                     self._url,
+                    **_proxy_option(self._url),
                     max_size=4 * self._options.max_message_size,
                     ping_interval=None,
                     compression=None,
@@ -120,6 +135,15 @@ class NativeTransport:
         except Exception as exc:  # pragma: no cover - defensive: report, then drop the socket
             logger.warning("websocket write failed on %s: %s", self._url, _describe(exc))
             ws.transport.abort()
+
+
+def _proxy_option(url: str) -> dict[str, Any]:
+    if _get_proxy is None:
+        return {}
+    try:
+        return {"proxy": _proxy_for(url)}
+    except Exception:  # noqa: BLE001 - an odd URL or environment: let websockets decide
+        return {}
 
 
 def call_later(delay: float, callback: Callable[[], None]) -> Callable[[], None]:
