@@ -42,6 +42,22 @@ CHROMIUM_ARGS = [
 ]
 
 
+def _pids_with_arg(arg: str) -> list[int]:
+    """Processes with exactly ``arg`` on their command line (ours: the path is unique)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if arg.encode() in args:
+            found.append(int(entry))
+    return found
+
+
 class PageError(RuntimeError):
     """Code run in the page failed; the message carries the JS stack or Python traceback."""
 
@@ -49,10 +65,13 @@ class PageError(RuntimeError):
 class BenchPage:
     """One Chromium process (fresh profile: a cold cache) showing the benchmark page."""
 
-    def __init__(self, base_url: str, channel: Channel, auth_url: str, key: str, boot_timeout: float = 180) -> None:
+    def __init__(
+        self, base_url: str, channel: Channel, auth_url: str, key: str, install: str = "micropip",
+        boot_timeout: float = 180,
+    ) -> None:
         self.channel = channel
         self.profile = tempfile.mkdtemp(prefix="circle-bench-chromium-")
-        url = f"{base_url}/bench/bench.html?" + urlencode({"auth": auth_url, "key": key})
+        url = f"{base_url}/bench/bench.html?" + urlencode({"auth": auth_url, "key": key, "install": install})
         self.proc = subprocess.Popen(
             [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={self.profile}", url],
             stdout=subprocess.DEVNULL,
@@ -103,6 +122,13 @@ class BenchPage:
                 except ProcessLookupError:
                     pass
                 self.proc.wait(10)
+        # Chromium may have left our process group (a relaunch starts a new session): end
+        # whatever still runs with this page's own profile directory.
+        for pid in _pids_with_arg(f"--user-data-dir={self.profile}"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         # Drop what the closed page may not have fetched or answered.
         for q in (self.channel.commands, self.channel.results):
             while not q.empty():

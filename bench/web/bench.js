@@ -8,12 +8,15 @@
 //   bench.js               the JS baseline client module (jsclient.js)
 //   bench.pyodide          the Pyodide API
 //
-// Query: auth=<ws url of a reference server requiring auth>, key=<hex private key>.
+// Query: auth=<ws url of a reference server requiring auth>, key=<hex private key>,
+// install=micropip (default: micropip.install(wheel URL)) or loadpackage (pyodide.loadPackage
+// of the wheel URL and its dependencies by name, without micropip).
 import * as jsclient from "./jsclient.js";
 
 const params = new URLSearchParams(location.search);
 const authURL = params.get("auth");
 const key = params.get("key");
+const install = params.get("install") || "micropip";  // or "loadpackage"
 const t = {};
 const now = () => Math.round(performance.now() * 100) / 100;
 t.script_start_at_ms = now();
@@ -50,17 +53,25 @@ async function boot() {
   );
   t.pyodide_ready_ms = Math.round((performance.now() - pyodideStart) * 100) / 100;  // with the import
   bench.pyodide = pyodide;
-  await step("micropip_load", () => pyodide.loadPackage("micropip"));
   const manifestURL = new URL("/webroot.json", location.href).href;
   const manifest = await (await fetch(manifestURL)).json();
-  await step("wheel_install", async () => {
-    const micropip = pyodide.pyimport("micropip");
-    try {
-      await micropip.install(new URL(manifest.wheel, manifestURL).href);
-    } finally {
-      micropip.destroy();
-    }
-  });
+  const wheelURL = new URL(manifest.wheel, manifestURL).href;
+  if (install === "loadpackage") {
+    // No micropip: the wheel by URL, its dependencies by name from the lock file.
+    t.micropip_load_ms = 0;
+    await step("wheel_install", () => pyodide.loadPackage([wheelURL, "ecdsa", "six"]));
+  } else {
+    await step("micropip_load", () => pyodide.loadPackage("micropip"));
+    await step("wheel_install", async () => {
+      const micropip = pyodide.pyimport("micropip");
+      try {
+        await micropip.install(wheelURL);
+      } finally {
+        micropip.destroy();
+      }
+    });
+  }
+  t.install_route = install;
   await step("import", () => pyodide.runPythonAsync("import circle_ws_web"));
   // The in-page benchmark module, importable as page_bench.
   const src = await (await fetch("./page_bench.py")).text();
