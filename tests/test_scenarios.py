@@ -29,6 +29,9 @@ class CPythonEnv:
     def dead_url(self) -> str:
         return self.pool.dead_url()
 
+    def stalled_url(self) -> str:
+        return self.pool.stalled_url()
+
     async def stop(self, name: str) -> None:
         await asyncio.to_thread(self.pool.servers[name].stop)
 

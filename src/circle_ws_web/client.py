@@ -161,8 +161,9 @@ class _Connection:
         self.close_info = message
 
     def on_close(self, code: int, reason: str) -> None:
-        if not self.close_info or reason:
-            self.close_info = f"code {code}" + (f", {reason}" if reason else "")
+        # Keep what the error event said (the browser's is vague) and add the close code.
+        detail = ", ".join(part for part in (reason, self.close_info) if part)
+        self.close_info = f"code {code}" + (f", {detail}" if detail else "")
         if not self.opened.done():
             self.opened.set_result(False)
         if not self.closed.done():
@@ -416,6 +417,8 @@ class _Engine:
         except BaseException as exc:
             self.lose(conn, "connection attempt failed")
             conn.transport.close(1000, "connection attempt failed")
+            if self.closing and not isinstance(exc, asyncio.CancelledError):
+                raise ClientClosedError(f"client for {self.url} was closed while connecting") from None
             if timed_out:
                 raise ConnectError(
                     f"could not connect to {self.url} within {self.options.connect_timeout:g}s"
@@ -427,6 +430,9 @@ class _Engine:
             raise
         finally:
             cancel()
+        if self.closing:  # disconnect() ran while the last step was being delivered
+            conn.transport.close(1000, "client disconnect")
+            raise ClientClosedError(f"client for {self.url} was closed while connecting")
         conn.connected_at = conn.last_rx = _clock()
         self.ever_connected = True
         self.status.move(S.CONNECTED)
@@ -539,8 +545,12 @@ class _Engine:
         if conn is not None and conn.transport is not None:
             if not conn.lost.done():
                 conn.lost.set_result("client closed")
+            opened = conn.opened.done() and conn.opened.result()
+            if not conn.opened.done():
+                conn.opened.set_result(False)  # a connect() in progress ends now
             conn.transport.close(1000, "client disconnect")
-            if not await self.wait(conn.closed, CLOSE_WAIT):
+            # A socket that never opened has nothing to confirm; its transport cleans up alone.
+            if opened and not await self.wait(conn.closed, CLOSE_WAIT):
                 logger.warning("%s: socket did not confirm close within %gs", self.url, CLOSE_WAIT)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

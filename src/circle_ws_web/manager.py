@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 from .auth import PrivateKey
 from .client import CircleWsClient
 from .config import ClientOptions
-from .errors import CircleWsClientError, ConfigError, NotConnectedError
+from .errors import CircleWsClientError, ClientClosedError, ConfigError, NotConnectedError
 from .metrics import Metrics
 from .results import PlayResult
 from .status import ConnectionStatus
@@ -64,7 +64,9 @@ class WsManager:
         )
         report: dict[str, CircleWsClientError | None] = {}
         for client, outcome in zip(clients, outcomes, strict=True):
-            if isinstance(outcome, CircleWsClientError):
+            if isinstance(outcome, ClientClosedError):
+                report[client.url] = outcome  # disconnected meanwhile: nothing retries
+            elif isinstance(outcome, CircleWsClientError):
                 logger.warning("%s: not connected yet (%s); retrying in the background", client.url, outcome)
                 report[client.url] = outcome
             elif isinstance(outcome, BaseException):

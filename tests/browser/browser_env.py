@@ -7,16 +7,20 @@ import js  # type: ignore[import-not-found]
 class BrowserEnv:
     platform = "pyodide"
 
-    def __init__(self, key, urls, dead):
+    def __init__(self, key, urls, dead, stalled):
         self.key = key
         self._urls = dict(urls)
         self._dead = dead
+        self._stalled = stalled
 
     def url(self, name):
         return self._urls[name]
 
     def dead_url(self):
         return self._dead
+
+    def stalled_url(self):
+        return self._stalled
 
     async def stop(self, name):
         await js.circleEnv("stop", name, 0)

@@ -65,13 +65,13 @@ def test_scenario_in_pyodide(
     name: str, scenario_page: Page, shared_pyodide_page: Page, servers: Any, run_py: Callable[..., Any]
 ) -> None:
     assert shared_pyodide_page is scenario_page
-    env = json.dumps({"key": TEST_KEY, "urls": {n: servers.url(n) for n in ("auth", "open")}, "dead": servers.dead_url()})
+    env = json.dumps({"key": TEST_KEY, "urls": {n: servers.url(n) for n in ("auth", "open")}, "dead": servers.dead_url(), "stalled": servers.stalled_url()})
     run_py(
         scenario_page,
         f"""
 import json, circle_scenarios, browser_env
 cfg = json.loads({env!r})
-await circle_scenarios.SCENARIOS[{name!r}](browser_env.BrowserEnv(cfg["key"], cfg["urls"], cfg["dead"]))
+await circle_scenarios.SCENARIOS[{name!r}](browser_env.BrowserEnv(cfg["key"], cfg["urls"], cfg["dead"], cfg["stalled"]))
 "ok"
 """,
         timeout=90,

@@ -9,6 +9,7 @@ can copy it into Pyodide's file system and run the very same functions there.
     env.url(name)           "auth": requires authentication; "open": does not (both have
                             the server's test controls enabled)
     env.dead_url()          a ws:// URL where nothing listens
+    env.stalled_url()       a ws:// URL that accepts TCP and never completes the handshake
     await env.stop(name) / await env.start(name) / await env.restart(name, down=0.0)
     env.platform            "cpython" or "pyodide"
 """
@@ -172,6 +173,33 @@ async def scenario_connect_failure_raises_connect_error(env):
     except NotConnectedError:
         pass
     await c.disconnect()
+
+
+async def scenario_connect_timeout_on_a_stalled_server(env):
+    c = CircleWsClient(env.stalled_url(), env.key, **{**FAST, "connect_timeout": 0.5})
+    started = time.monotonic()
+    try:
+        await c.connect()
+        raise AssertionError("a handshake that never completes must time out")
+    except ConnectError as exc:
+        assert "within 0.5s" in str(exc), exc
+    assert time.monotonic() - started < 3.0
+    assert c.status is S.DISCONNECTED
+    await c.disconnect()
+
+
+async def scenario_disconnect_while_connecting_ends_connect_at_once(env):
+    c = CircleWsClient(env.stalled_url(), env.key, **{**FAST, "connect_timeout": 10.0})
+    started = time.monotonic()
+
+    async def disconnect_soon():
+        await asyncio.sleep(0.2)
+        await c.disconnect()
+
+    outcome, _ = await asyncio.gather(c.connect(), disconnect_soon(), return_exceptions=True)
+    assert isinstance(outcome, ClientClosedError), outcome
+    assert time.monotonic() - started < 2.0  # not the 10 s connect timeout
+    assert c.status is S.CLOSED
 
 
 async def scenario_async_with_closes(env):

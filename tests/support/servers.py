@@ -90,6 +90,31 @@ class ServerProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+class StalledServer:
+    """Accepts TCP connections and never answers: a WebSocket handshake that never completes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
 class ServerPool:
     """The two servers every scenario uses: "auth" (authentication required) and "open"."""
 
@@ -99,6 +124,7 @@ class ServerPool:
             "open": ServerProcess(free_port(), require_auth=False),
         }
         self._dead = free_port()
+        self.stalled = StalledServer()
 
     def start(self) -> None:
         for server in self.servers.values():
@@ -113,9 +139,13 @@ class ServerPool:
     def close(self) -> None:
         for server in self.servers.values():
             server.stop()
+        self.stalled.close()
 
     def url(self, name: str) -> str:
         return self.servers[name].url
 
     def dead_url(self) -> str:
         return f"ws://127.0.0.1:{self._dead}"
+
+    def stalled_url(self) -> str:
+        return f"ws://127.0.0.1:{self.stalled.port}"
