@@ -102,11 +102,11 @@ class BenchPage:
                 raise PageError(msg.get("error", "unknown error"))
             return msg.get("value")
 
-    def js(self, code: str, timeout: float = 300) -> Any:
+    def js(self, code: str, timeout: float = 120) -> Any:
         """Run the body of an async JS function (``bench`` in scope); its JSON return value."""
         return self._result(self.channel.send("js", code), timeout)
 
-    def py(self, code: str, timeout: float = 300) -> Any:
+    def py(self, code: str, timeout: float = 120) -> Any:
         """Run async Python in Pyodide (``page_bench`` imported); its last expression's value."""
         return self._result(self.channel.send("py", code), timeout)
 
