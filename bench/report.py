@@ -133,7 +133,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(13, height))
     labels, ratios, colors = [], [], []
     for r in rows:
-        labels.append(f"{r['group']}: {r['figure']}")
+        label = f"{r['group']}: {r['figure']}"
+        labels.append(label if len(label) <= 72 else label[:71] + "…")
         ratios.append(max(r["ratio"], 1e-3))  # log scale: a zero growth still gets a bar
         colors.append({True: "#3a9a4a", False: "#c8413b", None: "#8a8f98"}[r["met"]])
     y = list(range(len(rows)))[::-1]
@@ -150,6 +151,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("circle-ws-web / baseline (log scale). Black tick: ratio target. Green: met, red: missed, grey: no target")
     ax.set_title(f"circle-ws-web benchmarks ({report['mode']}, {report['started']})", fontsize=10)
     fig.tight_layout()
+    fig.subplots_adjust(left=0.38)  # room for the longest labels
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
