@@ -131,8 +131,8 @@ class RpcCodec:
             return None
         try:
             msg, end = _scan(frame, 0)
-        except StopIteration:
-            return None
+        except (StopIteration, ValueError, RecursionError):
+            return None  # not JSON, or nested too deep: parse() says why
         if end != len(frame) or type(msg) is not dict or msg.get("jsonrpc") != "2.0":
             return None
         call_id = msg.get("id")
@@ -155,6 +155,8 @@ class RpcCodec:
             msg = _loads(frame)
         except ValueError as exc:
             return BadFrame(f"not JSON ({exc.__class__.__name__}: {exc})")
+        except RecursionError:
+            return BadFrame("JSON nested too deeply to parse")
         if type(msg) is not dict:
             return BadFrame(f"not a JSON object but {type(msg).__name__}")
         if msg.get("jsonrpc") != "2.0":

@@ -127,3 +127,43 @@ def test_pending_calls_heap_stays_bounded_under_churn():
         p.add(str(i), i, 30.0 + i)
         assert p.pop(str(i)) == i
     assert len(p._heap) <= 4 * 1 + 65  # compaction keeps stale entries from piling up
+
+
+@pytest.mark.parametrize("frame", ['{"jsonrpc": ', '{"a":1,', "[" * 100000, '{"x":' * 50000, "nan", " ", ""])
+def test_hostile_json_is_a_bad_frame_on_both_paths(frame):
+    codec = RpcCodec()
+    assert codec.parse_result(frame) is None
+    assert isinstance(codec.parse(frame), BadFrame)
+
+
+CORPUS = [
+    '{"jsonrpc":"2.0","result":{"output":"42"},"id":"1"}',
+    ' {"jsonrpc":"2.0","result":1,"id":"2"} ',
+    '{"jsonrpc":"2.0","result":null,"id":"3"}',
+    '{"jsonrpc":"2.0","result":1,"id":3}',
+    '{"jsonrpc":"1.0","result":1,"id":"4"}',
+    '{"jsonrpc":"2.0","result":1,"error":{"code":1,"message":"m"},"id":"5"}',
+    '{"jsonrpc":"2.0","error":{"code":1,"message":"m"},"id":"6"}',
+    '{"jsonrpc":"2.0","method":"n","params":[]}',
+    '{"jsonrpc":"2.0","result":1,"id":"7"}garbage',
+    '[{"jsonrpc":"2.0","result":1,"id":"8"}]',
+    "x" * 2000,
+]
+
+
+@pytest.mark.parametrize("frame", CORPUS)
+def test_short_path_agrees_with_the_full_parser(frame):
+    codec = RpcCodec(max_message_size=1024)
+    fast, full = codec.parse_result(frame), codec.parse(frame)
+    if fast is not None:
+        assert full == Response(*fast)
+    else:
+        assert not isinstance(full, Response) or frame != frame.strip()
+
+
+def test_cached_request_heads_stay_bounded_and_correct():
+    codec = RpcCodec()
+    for i in range(200):
+        call_id, frame = codec.request(f"m{i}", {"i": i})
+        assert json.loads(frame) == {"jsonrpc": "2.0", "method": f"m{i}", "params": {"i": i}, "id": call_id}
+    assert len(codec._heads) <= 64
