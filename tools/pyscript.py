@@ -26,11 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,51 +49,14 @@ STAMP_NAME = ".pyscript-stamp.json"
 
 def fetch_pyscript_tarball(downloads: Path = DOWNLOADS) -> Path:
     """Return the cached npm tarball of @pyscript/core@PYSCRIPT_VERSION (`npm pack` if absent)."""
-    downloads.mkdir(parents=True, exist_ok=True)
-    tgz = downloads / f"pyscript-core-{PYSCRIPT_VERSION}.tgz"
-    if not tgz.exists():
-        with tempfile.TemporaryDirectory(dir=downloads) as tmp:
-            webroot._run(
-                ["npm", "pack", f"@pyscript/core@{PYSCRIPT_VERSION}", "--pack-destination", tmp],
-                f"downloading npm package @pyscript/core@{PYSCRIPT_VERSION}",
-            )
-            got = Path(tmp) / tgz.name
-            if not got.exists():
-                raise WebrootError(f"npm pack @pyscript/core@{PYSCRIPT_VERSION} produced no {tgz.name}")
-            webroot._check_integrity(got, PYSCRIPT_NPM_INTEGRITY)
-            os.replace(got, tgz)
-    try:
-        webroot._check_integrity(tgz, PYSCRIPT_NPM_INTEGRITY)
-    except WebrootError as exc:
-        raise WebrootError(f"{exc} (cached at {tgz}: delete it to download again)") from None
-    return tgz
+    return webroot.fetch_npm_tarball(
+        f"@pyscript/core@{PYSCRIPT_VERSION}", f"pyscript-core-{PYSCRIPT_VERSION}.tgz", PYSCRIPT_NPM_INTEGRITY, downloads
+    )
 
 
 def _extract_dist(tgz: Path, dest: Path) -> None:
     """Extract ``package/dist/`` of the tarball into `dest` (replaced atomically)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".pyscript-"))
-    try:
-        with tarfile.open(tgz) as tar:
-            for member in tar.getmembers():
-                if not (member.isfile() and member.name.startswith("package/dist/")):
-                    continue
-                rel = Path(member.name).relative_to("package/dist")
-                if ".." in rel.parts or rel.is_absolute():
-                    raise WebrootError(f"{tgz.name}: unsafe path {member.name!r}")
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                assert src is not None
-                with src, target.open("wb") as out:
-                    shutil.copyfileobj(src, out)
-        if not (tmp / "core.js").exists():
-            raise WebrootError(f"{tgz.name}: no dist/core.js in the package")
-        tmp.chmod(0o755)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    webroot.extract_npm_folder(tgz, dest, "package/dist/", "core.js")
 
 
 def site_config(example_config: dict, wheel_name: str) -> dict:

@@ -139,38 +139,44 @@ def _check_integrity(path: Path, integrity: str) -> None:
         raise WebrootError(f"{path.name}: integrity mismatch: got {algo}-{digest}, pinned {integrity}")
 
 
-def fetch_pyodide_tarball(downloads: Path = DOWNLOADS) -> Path:
-    """Return the cached npm tarball of pyodide@PYODIDE_VERSION, fetching it with `npm pack`."""
+def fetch_npm_tarball(spec: str, filename: str, integrity: str, downloads: Path = DOWNLOADS) -> Path:
+    """Return the cached npm tarball `filename` of `spec` (e.g. "pyodide@314.0.7"), fetching it
+    with `npm pack` when absent; checked against npm's pinned `integrity` either way."""
     downloads.mkdir(parents=True, exist_ok=True)
-    tgz = downloads / f"pyodide-{PYODIDE_VERSION}.tgz"
+    tgz = downloads / filename
     if not tgz.exists():
         with tempfile.TemporaryDirectory(dir=downloads) as tmp:
-            _run(
-                ["npm", "pack", f"pyodide@{PYODIDE_VERSION}", "--pack-destination", tmp],
-                f"downloading npm package pyodide@{PYODIDE_VERSION}",
-            )
+            _run(["npm", "pack", spec, "--pack-destination", tmp], f"downloading npm package {spec}")
             got = Path(tmp) / tgz.name
             if not got.exists():
-                raise WebrootError(f"npm pack pyodide@{PYODIDE_VERSION} produced no {tgz.name}")
-            _check_integrity(got, PYODIDE_NPM_INTEGRITY)
+                raise WebrootError(f"npm pack {spec} produced no {tgz.name}")
+            _check_integrity(got, integrity)
             os.replace(got, tgz)
     try:
-        _check_integrity(tgz, PYODIDE_NPM_INTEGRITY)
+        _check_integrity(tgz, integrity)
     except WebrootError as exc:
         raise WebrootError(f"{exc} (cached at {tgz}: delete it to download again)") from None
     return tgz
 
 
-def _extract_pyodide(tgz: Path, dest: Path) -> None:
-    """Extract the tarball's ``package/`` into `dest` (replaced atomically)."""
+def fetch_pyodide_tarball(downloads: Path = DOWNLOADS) -> Path:
+    """Return the cached npm tarball of pyodide@PYODIDE_VERSION, fetching it with `npm pack`."""
+    return fetch_npm_tarball(
+        f"pyodide@{PYODIDE_VERSION}", f"pyodide-{PYODIDE_VERSION}.tgz", PYODIDE_NPM_INTEGRITY, downloads
+    )
+
+
+def extract_npm_folder(tgz: Path, dest: Path, folder: str, must_have: str) -> None:
+    """Extract `folder` (e.g. "package/") of an npm tarball into `dest`, replaced atomically;
+    fails unless the result contains `must_have`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".pyodide-"))
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
         with tarfile.open(tgz) as tar:
             for member in tar.getmembers():
-                if not (member.isfile() and member.name.startswith("package/")):
+                if not (member.isfile() and member.name.startswith(folder)):
                     continue
-                rel = Path(member.name).relative_to("package")
+                rel = Path(member.name).relative_to(folder)
                 if ".." in rel.parts or rel.is_absolute():
                     raise WebrootError(f"{tgz.name}: unsafe path {member.name!r}")
                 target = tmp / rel
@@ -179,13 +185,18 @@ def _extract_pyodide(tgz: Path, dest: Path) -> None:
                 assert src is not None
                 with src, target.open("wb") as out:
                     shutil.copyfileobj(src, out)
-        if not (tmp / "pyodide.mjs").exists():
-            raise WebrootError(f"{tgz.name}: no pyodide.mjs in the package")
+        if not (tmp / must_have).exists():
+            raise WebrootError(f"{tgz.name}: no {folder}{must_have} in the package")
         tmp.chmod(0o755)  # mkdtemp makes it 0700; the web root is meant to be served
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extract_pyodide(tgz: Path, dest: Path) -> None:
+    """Extract the tarball's ``package/`` into `dest` (replaced atomically)."""
+    extract_npm_folder(tgz, dest, "package/", "pyodide.mjs")
 
 
 # --- PyPI wheels for the lock ------------------------------------------------------------------
