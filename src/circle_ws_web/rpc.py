@@ -94,6 +94,29 @@ def _loads(text: str) -> Any:
         return json.loads(text)  # trailing whitespace (fine) or garbage (an error)
     return value
 
+#: Deeper nesting than any JSON-RPC message needs. Checked before parsing: the C scanner
+#: recurses, and with a raised recursion limit (some libraries raise it at import) a hostile
+#: frame of nested brackets would overflow the C stack instead of raising RecursionError.
+MAX_NESTING = 200
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str) -> bool:
+    """True if ``text`` nests arrays/objects deeper than :data:`MAX_NESTING`."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:  # cheap bound, C speed: the usual case
+        return False
+    depth = 0
+    for match in _BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 # Finds the id of an oversized frame without parsing it all (ids are ours: decimal strings).
 _ID_RE = re.compile(r'"id"\s*:\s*"(\d{1,20})"')
 
@@ -127,7 +150,7 @@ class RpcCodec:
         """The short path of :meth:`parse`: ``(id, result)`` if ``frame`` is a well-formed
         success response (what :meth:`parse` would return as :class:`Response`), else None,
         and the caller asks :meth:`parse`."""
-        if type(frame) is not str or len(frame) > self.max_message_size:
+        if type(frame) is not str or len(frame) > self.max_message_size or _too_deep(frame):
             return None
         try:
             msg, end = _scan(frame, 0)
@@ -151,6 +174,8 @@ class RpcCodec:
                 f"frame of {len(frame)} characters exceeds max_message_size={self.max_message_size}",
                 match.group(1) if match else None,
             )
+        if _too_deep(frame):
+            return BadFrame(f"JSON nested deeper than {MAX_NESTING} levels")
         try:
             msg = _loads(frame)
         except ValueError as exc:

@@ -167,3 +167,24 @@ def test_cached_request_heads_stay_bounded_and_correct():
         call_id, frame = codec.request(f"m{i}", {"i": i})
         assert json.loads(frame) == {"jsonrpc": "2.0", "method": f"m{i}", "params": {"i": i}, "id": call_id}
     assert len(codec._heads) <= 64
+
+
+def test_deep_nesting_is_refused_even_with_a_huge_recursion_limit():
+    """Some libraries (py_ecc, via eth-account) raise the recursion limit to 100000 at import;
+    the C JSON scanner would then overflow the C stack on a hostile frame instead of raising."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        codec = RpcCodec()
+        for frame in ("[" * 100_000, '{"a":' * 60_000, '{"jsonrpc":"2.0","result":' + "[" * 300 + "]" * 300 + ',"id":"1"}'):
+            assert codec.parse_result(frame) is None
+            out = codec.parse(frame)
+            assert isinstance(out, BadFrame) and "nested deeper than 200" in out.reason
+    finally:
+        sys.setrecursionlimit(old)
+    # Brackets inside strings do not count, and wide (not deep) structures are fine.
+    wide = '{"jsonrpc":"2.0","result":{"s":"' + "[" * 5000 + '","l":[' + ",".join(["[1]"] * 3000) + ']},"id":"2"}'
+    assert codec.parse_result(wide)[0] == "2"
+    assert isinstance(codec.parse(wide), Response)
