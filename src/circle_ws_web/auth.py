@@ -36,7 +36,7 @@ from .keccak import keccak256
 try:  # native fast path; absent in the browser and in minimal installs
     import coincurve as _coincurve
 except (ImportError, OSError):  # OSError: a wheel whose shared library cannot load
-    _coincurve = None
+    _coincurve = None  # type: ignore[assignment]
 
 __all__ = [
     "PrivateKey",

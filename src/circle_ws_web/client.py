@@ -304,15 +304,16 @@ class _Engine:
         msg = self.codec.parse(data)
         kind = type(msg)
         if kind is Response:
-            entry = self.pending.pop(msg.id)  # type: ignore[union-attr]
+            assert isinstance(msg, Response)
+            entry = self.pending.pop(msg.id)
             if entry is None:
                 self.metrics.unknown_ids += 1
-                logger.warning("%s: response for unknown call id %r dropped", self.url, msg.id)  # type: ignore[union-attr]
+                logger.warning("%s: response for unknown call id %r dropped", self.url, msg.id)
                 return
             future, sent, _method, _timeout = entry
             if not future.done():
                 self.metrics.record_rtt(now - sent)
-                future.resolve_now(msg.result)  # type: ignore[union-attr]
+                future.resolve_now(msg.result)
         elif kind is ErrorResponse:
             assert isinstance(msg, ErrorResponse)
             entry = self.pending.pop(msg.id) if msg.id is not None else None

@@ -122,7 +122,7 @@ def keccak256_pure(data: bytes) -> bytes:
 try:  # pragma: no branch - which path runs depends on the environment
     from Crypto.Hash import keccak as _pycryptodome_keccak
 except ImportError:  # the browser (Pyodide) and minimal installs
-    _pycryptodome_keccak = None
+    _pycryptodome_keccak = None  # type: ignore[assignment]
 
 if _pycryptodome_keccak is not None:
     KECCAK_BACKEND = "pycryptodome"

@@ -126,10 +126,10 @@ class WsManager:
     def on_status_change(self, callback: Callable[[str, ConnectionStatus], None]) -> Callable[[], None]:
         """Call ``callback(url, status)`` whenever any client's status changes; returns an
         unsubscribe function."""
-        unsubscribers = [
-            client.on_status_change(lambda status, url=url: callback(url, status))
-            for url, client in self._clients.items()
-        ]
+        def for_url(url: str) -> Callable[[ConnectionStatus], None]:
+            return lambda status: callback(url, status)
+
+        unsubscribers = [client.on_status_change(for_url(url)) for url, client in self._clients.items()]
 
         def unsubscribe() -> None:
             for undo in unsubscribers:

@@ -81,7 +81,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 #: The C scanner behind ``json.loads``: ``(value, end)`` of the JSON text at an index. Called
 #: directly it skips ``json.loads``'s Python layers (type checks, BOM check, two regex matches),
 #: most of the cost of a small frame under Pyodide.
-_scan = json.JSONDecoder().scan_once
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _loads(text: str) -> Any:
