@@ -210,7 +210,6 @@ class _Engine:
         self.timer_at = 0.0
         self.closing = False
         self.notification_listeners: list[NotificationCallback] = []
-        self.ever_connected = False
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -435,7 +434,6 @@ class _Engine:
             conn.transport.close(1000, "client disconnect")
             raise ClientClosedError(f"client for {self.url} was closed while connecting")
         conn.connected_at = conn.last_rx = _clock()
-        self.ever_connected = True
         self.status.move(S.CONNECTED)
         self.keepalive = loop.create_task(self._keepalive(conn))
         return conn
