@@ -157,3 +157,33 @@ await m.disconnect_all()
     print(json.dumps({**timings, **out}))
     assert out["output"] == "42"
     assert 0 < out["connect_auth_ms"] < out["first_result_at_ms"]
+
+
+def test_abandoned_handshakes_do_not_block_other_connections(
+    pyodide_page: Page, run_py: Callable[..., Any], servers: Any
+) -> None:
+    """More stalled servers than the transport opens at once: after their connects time out,
+    a healthy server still connects at once (the stalled sockets gave up their turns)."""
+    out = run_py(
+        pyodide_page,
+        f"""
+import asyncio, time
+from circle_ws_web import CircleWsClient, ConnectError
+from circle_ws_web.transports import browser as bt
+stalled = [CircleWsClient({servers.stalled_url()!r}, connect_timeout=0.3) for _ in range(bt.MAX_OPENING + 2)]
+outcomes = await asyncio.gather(*(c.connect() for c in stalled), return_exceptions=True)
+t0 = time.monotonic()
+ok = CircleWsClient({servers.url('open')!r}, connect_timeout=5)
+await ok.connect()
+took = time.monotonic() - t0
+result = (await ok.play("40 + 2")).output
+await ok.disconnect()
+for c in stalled:
+    await c.disconnect()
+{{"timeouts": sum(isinstance(o, ConnectError) for o in outcomes), "n": len(stalled), "took": took, "result": result}}
+""",
+        timeout=60,
+    )
+    assert out["timeouts"] == out["n"]
+    assert out["result"] == "42"
+    assert out["took"] < 4.0, out  # not stuck behind the stalled handshakes (connect_timeout is 5)

@@ -212,7 +212,9 @@ class BrowserTransport:
             return
         if not self._open:
             # Closing a socket that is still connecting makes the browser log an error; let it
-            # open (or fail) and close it then. Our owner has already stopped listening.
+            # open (or fail) and close it then. Our owner has already stopped listening, so it
+            # gives up its turn now: a handshake that never completes must not hold a slot.
+            self._connected_or_failed()
             return
         try:
             self._ws.close(code, reason[:120])
