@@ -9,7 +9,7 @@ figures need.
 
 from __future__ import annotations
 
-import http.server
+import functools
 import importlib.util
 import json
 import os
@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -32,8 +31,9 @@ WEB = HERE / "web"
 WEBROOT = Path(os.environ.get("CIRCLE_BENCH_WEBROOT") or ROOT / ".cache" / "bench-webroot")
 
 
+@functools.cache
 def webroot_module() -> ModuleType:
-    """tools/webroot.py (tools/ is not a package)."""
+    """tools/webroot.py, imported once (tools/ is not a package)."""
     spec = importlib.util.spec_from_file_location("_bench_webroot", ROOT / "tools" / "webroot.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -79,31 +79,15 @@ class Channel:
         self.commands.put({"quit": True})
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    webroot: Path
-    channel: Channel
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".js": "text/javascript",
-        ".wasm": "application/wasm",
-        ".whl": "application/zip",
-        ".zip": "application/zip",
-        ".json": "application/json",
-        ".html": "text/html",
-        ".py": "text/x-python",
-    }
+def _handler_base() -> type:
+    return webroot_module().StaticHandler  # type: ignore[no-any-return]
 
-    def translate_path(self, path: str) -> str:
-        rel = unquote(urlsplit(path).path)
-        if rel.startswith("/bench/"):
-            base, rel = WEB, rel[len("/bench/") :]
-        else:
-            base, rel = self.webroot, rel.lstrip("/")
-        target = (base / rel).resolve()
-        if base != target and base not in target.parents:
-            return str(base / "__outside__")
-        return str(target)
+
+class _Handler(_handler_base()):  # type: ignore[misc]
+    """tools/webroot.py's StaticHandler (web root at /, bench/web at /bench/) plus the
+    page's command channel at /api/, and cross-origin isolation for precise timers."""
+
+    channel: Channel
 
     def do_GET(self) -> None:
         if self.path == "/api/next":
@@ -131,31 +115,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(data)
 
     def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-cache")
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
 
 @contextmanager
 def static_server(webroot: Path, channel: Channel) -> Iterator[str]:
     """Serve ``webroot`` at / and bench/web at /bench/, and ``channel`` at /api/; yields the
     base URL."""
-    handler = type("Handler", (_Handler,), {"webroot": webroot, "channel": channel})
-    server = _Server(("127.0.0.1", 0), handler)
+    handler = type("Handler", (_Handler,), {"mounts": {"/bench/": WEB, "/": webroot}, "channel": channel})
+    server = webroot_module().QuietHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="bench-static", daemon=True)
     thread.start()
     try:

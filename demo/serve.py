@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import http.server
 import importlib.util
 import json
 import os
@@ -272,71 +271,36 @@ class ServerProcess:
 # --- the static web server -----------------------------------------------------------------------
 
 
-class DemoHandler(http.server.SimpleHTTPRequestHandler):
+def make_handler(webroot: Path, config_json: bytes, demo_dir: Path = DEMO_DIR) -> type:
     """``/`` and the page files from demo/, ``/pyodide/`` and ``/wheels/`` from the web root,
-    ``/config.json`` generated. With the MIME types Pyodide needs, and no caching."""
+    ``/config.json`` generated; everything else 404. Built on tools/webroot.py's StaticHandler
+    (MIME types Pyodide needs, no caching, no access log)."""
+    wr = load_webroot_module()
 
-    webroot: Path
-    demo_dir: Path
-    config_json: bytes
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".html": "text/html; charset=utf-8",
-        ".css": "text/css; charset=utf-8",
-        ".js": "text/javascript; charset=utf-8",
-        ".mjs": "text/javascript; charset=utf-8",
-        ".py": "text/x-python; charset=utf-8",
-        ".json": "application/json",
-        ".map": "application/json",
-        ".wasm": "application/wasm",
-        ".whl": "application/zip",
-        ".zip": "application/zip",
-        ".png": "image/png",
-    }
+    class DemoHandler(wr.StaticHandler):  # type: ignore[misc,name-defined]
+        def translate_path(self, path: str) -> str:
+            rel = unquote(urlsplit(path).path).lstrip("/")
+            first = rel.split("/", 1)[0]
+            if first in ("pyodide", "wheels") or rel == "webroot.json":
+                return wr.safe_path(webroot.resolve(), rel)
+            if rel == "" or rel in PAGE_FILES:
+                return wr.safe_path(demo_dir.resolve(), rel or "index.html")
+            return str(demo_dir / "__not_served__")  # -> 404
 
-    def translate_path(self, path: str) -> str:
-        rel = unquote(urlsplit(path).path).lstrip("/")
-        first = rel.split("/", 1)[0]
-        if first in ("pyodide", "wheels") or rel == "webroot.json":
-            base = self.webroot
-        elif rel == "" or rel in PAGE_FILES:
-            base, rel = self.demo_dir, rel or "index.html"
-        else:
-            return str(self.demo_dir / "__not_served__")  # -> 404
-        target = (base / rel).resolve()
-        if target != base and base not in target.parents:
-            return str(base / "__not_served__")
-        return str(target)
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            if urlsplit(self.path).path == "/config.json":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(config_json)))
+                self.end_headers()
+                self.wfile.write(config_json)
+                return
+            super().do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        if urlsplit(self.path).path == "/config.json":
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(self.config_json)))
-            self.end_headers()
-            self.wfile.write(self.config_json)
-            return
-        super().do_GET()
+        def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+            print(f"  [web] {self.address_string()} {format % args}", file=sys.stderr, flush=True)
 
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
-        print(f"  [web] {self.address_string()} {format % args}", file=sys.stderr, flush=True)
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return  # the browser closed a connection early
-        super().handle_error(request, client_address)
+    return DemoHandler
 
 
 def page_config(webroot: Path, servers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -358,12 +322,9 @@ class StaticServer:
 
     def __init__(self, webroot: Path, config: dict[str, Any], port: int, host: str = HOST,
                  demo_dir: Path = DEMO_DIR) -> None:
-        handler = type("Handler", (DemoHandler,), {
-            "webroot": Path(webroot), "demo_dir": Path(demo_dir),
-            "config_json": (json.dumps(config, indent=2) + "\n").encode(),
-        })
+        handler = make_handler(Path(webroot), (json.dumps(config, indent=2) + "\n").encode(), Path(demo_dir))
         try:
-            self.httpd = _QuietServer((host, port), handler)
+            self.httpd = load_webroot_module().QuietHTTPServer((host, port), handler)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise DemoError(f"port {port} (web server) is already in use; pick another with --http-port N",
@@ -387,7 +348,9 @@ class StaticServer:
 
 
 def load_webroot_module() -> Any:
-    """tools/webroot.py, imported by path (tools/ is not a package)."""
+    """tools/webroot.py, imported by path once (tools/ is not a package)."""
+    if "_circle_webroot" in sys.modules:
+        return sys.modules["_circle_webroot"]
     spec = importlib.util.spec_from_file_location("_circle_webroot", ROOT / "tools" / "webroot.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

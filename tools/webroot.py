@@ -26,6 +26,7 @@ import argparse
 import base64
 import email.parser
 import hashlib
+import http.server
 import json
 import os
 import re
@@ -37,6 +38,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 # --- Pins: the one place to change versions (and their hashes). -----------------------------
 PYODIDE_VERSION = "314.0.7"
@@ -389,6 +392,69 @@ def prepare_webroot(out: Path = DEFAULT_OUT, wheel: Path | None = None) -> Path:
     }
     _write_if_changed(out / "webroot.json", json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+
+# --- serving a web root -------------------------------------------------------------------------
+
+#: What a Pyodide page needs served right: ES modules as JavaScript, wasm as application/wasm
+#: (streaming compilation), wheels and the lock as downloads the loader accepts.
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".py": "text/x-python; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".png": "image/png",
+}
+
+
+def safe_path(base: Path, rel: str) -> str:
+    """``base / rel`` resolved, or a path that 404s if ``rel`` climbs out of ``base``."""
+    target = (base / rel.lstrip("/")).resolve()
+    if target != base and base not in target.parents:
+        return str(base / "__not_served__")
+    return str(target)
+
+
+class StaticHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves folders mounted at URL prefixes (``mounts = {"/browser/": d1, "/": d2}``, the
+    longest prefix wins) with :data:`MIME_TYPES`, no caching and no access log. The tests, the
+    demo and the benchmarks all serve Pyodide through it."""
+
+    mounts: dict[str, Path] = {}
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
+
+    def translate_path(self, path: str) -> str:
+        rel = unquote(urlsplit(path).path)
+        for prefix in sorted(self.mounts, key=len, reverse=True):
+            if rel.startswith(prefix):
+                base = self.mounts[prefix].resolve()
+                return safe_path(base, rel[len(prefix) :])
+        return str(Path("/") / "__not_served__")
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+class QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A threaded server that does not print a traceback when a browser drops a connection."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # the browser closed a connection early: not our problem
+        super().handle_error(request, client_address)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ page raises ``PagePythonError`` (an AssertionError carrying the Python traceback
 
 from __future__ import annotations
 
-import http.server
 import importlib.util
 import json
 import os
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import (
@@ -70,7 +69,9 @@ EVENTS_KEY = pytest.StashKey[list["_Watch"]]()
 
 
 def _load_webroot_module() -> Any:
-    """Import tools/webroot.py (tools/ is not a package)."""
+    """Import tools/webroot.py once (tools/ is not a package)."""
+    if "_circle_webroot" in sys.modules:
+        return sys.modules["_circle_webroot"]
     path = ROOT / "tools" / "webroot.py"
     spec = importlib.util.spec_from_file_location("_circle_webroot", path)
     assert spec is not None and spec.loader is not None
@@ -172,55 +173,10 @@ def webroot(circle_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         pytest.fail(f"preparing the web root failed: {exc}", pytrace=False)
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the web root at / and tests/browser at /browser/, with the MIME types Pyodide needs."""
-
-    webroot: Path
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".js": "text/javascript",
-        ".wasm": "application/wasm",
-        ".whl": "application/zip",
-        ".zip": "application/zip",
-        ".json": "application/json",
-        ".map": "application/json",
-        ".html": "text/html",
-        ".py": "text/x-python",
-    }
-
-    def translate_path(self, path: str) -> str:
-        rel = unquote(urlsplit(path).path)
-        if rel.startswith("/browser/"):
-            base, rel = BROWSER_DIR, rel[len("/browser/") :]
-        else:
-            base, rel = self.webroot, rel.lstrip("/")
-        target = (base / rel).resolve()
-        if base != target and base not in target.parents:
-            return str(base / "__outside__")  # -> 404
-        return str(target)
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return  # the browser closed a connection early: not our problem
-        super().handle_error(request, client_address)
-
-
 def _start_static_server(folder: Path, name: str) -> tuple[str, Callable[[], None]]:
-    handler = type("Handler", (_Handler,), {"webroot": folder})
-    server = _QuietServer(("127.0.0.1", 0), handler)
+    webroot_mod = _load_webroot_module()
+    handler = type("Handler", (webroot_mod.StaticHandler,), {"mounts": {"/browser/": BROWSER_DIR, "/": folder}})
+    server = webroot_mod.QuietHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
 
