@@ -17,7 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-__all__ = ["CallLater", "Platform", "Transport", "TransportEvents", "TransportFactory", "TransportOptions"]
+__all__ = [
+    "CallLater",
+    "Clock",
+    "Platform",
+    "Transport",
+    "TransportEvents",
+    "TransportFactory",
+    "TransportOptions",
+]
 
 
 class TransportEvents(Protocol):
@@ -49,6 +57,20 @@ TransportFactory = Callable[[str, TransportEvents, TransportOptions], Transport]
 #: Cancelling must really clear it (the browser's WebLoop only marks cancelled timers, which
 #: then linger until their deadline), so the client takes its timers from the platform.
 CallLater = Callable[[float, Callable[[], None]], Callable[[], None]]
+
+
+class Clock(Protocol):
+    """Time as a client sees it: a monotonic ``now()`` in seconds and one-shot timers.
+
+    The lifecycle judges every deadline by ``now()`` (elapsed time), never by counting timer
+    ticks, so a timer that fires late (a throttled browser tab) cannot kill a healthy
+    connection or keep a dead one. :class:`circle_ws_web.testing.VirtualClock` implements it
+    for tests; the platforms' own clock is ``time.monotonic`` plus their ``call_later``.
+    """
+
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]: ...
 
 
 @dataclass(frozen=True, slots=True)
