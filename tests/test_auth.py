@@ -1,8 +1,8 @@
 """The signing layer: keccak256, EIP-191 signatures, key parsing and key secrecy.
 
-Everything is checked against the shared vectors (produced by two independent
-implementations), against eth-account as a third independent implementation, and between
-the two backends (coincurve = libsecp256k1, ecdsa = the pure-Python signer the browser uses).
+Everything is checked against the vectors in tests/auth_vectors.json (produced by two
+independent implementations; docs/protocol.md says what they cover), against eth-account as a
+third independent implementation, and between the two backends (coincurve = libsecp256k1, ecdsa = the pure-Python signer the browser uses).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from circle_ws_web.auth import (
 from circle_ws_web.errors import ConfigError
 from circle_ws_web.keccak import KECCAK_BACKEND, keccak256, keccak256_pure
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "auth_vectors.json"
+VECTORS_PATH = Path(__file__).resolve().parent / "auth_vectors.json"  # see docs/protocol.md
 VECTORS = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 EIP191 = VECTORS["eip191"]
 BACKENDS = ["coincurve", "ecdsa"]
@@ -67,7 +67,14 @@ MESSAGES = [
 ]
 
 
+#: SHA-256 of tests/auth_vectors.json as the two reference implementations produced it. The
+#: vectors are the yardstick every backend is measured against, so an edit (even a "fix") to
+#: make a failing backend pass must show up here as a deliberate change.
+VECTORS_SHA256 = "fd07a257eb63994da90bd09e41fd6ff1bde0b6e707c443f10540ead456062547"
+
+
 def test_vectors_file_is_the_expected_one() -> None:
+    assert hashlib.sha256(VECTORS_PATH.read_bytes()).hexdigest() == VECTORS_SHA256
     assert len(EIP191) >= 4
     assert set(VECTORS["keccak256"]) >= {"", "abc"}
 

@@ -12,7 +12,7 @@ from playwright.sync_api import Page
 
 from support.servers import TEST_KEY
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "auth_vectors.json"
+VECTORS = Path(__file__).resolve().parents[1] / "auth_vectors.json"
 
 
 def test_signature_vectors_reproduced_in_pyodide(shared_pyodide_page: Page, run_py: Callable[..., Any]) -> None:
