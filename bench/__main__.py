@@ -267,13 +267,30 @@ def _version(cmd: list[str], marker: str) -> str:
     return out.strip() or "?"
 
 
-def _git_commit() -> str:
+#: What the report records as the commit when there is none to name.
+UNKNOWN_COMMIT = "unknown"
+
+
+def _git_commit(root: Path = ROOT) -> str:
+    """The checkout's short commit (``+dirty`` when src/ has changes), or ``"unknown"``.
+
+    Why "unknown" rather than failing: a source tarball, or a machine without git, must run the
+    benchmarks too. Git is told not to look above ``root``, so a tarball unpacked inside some
+    other repository does not report that repository's commit.
+    """
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(root.resolve().parent)}
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, timeout=30)
+
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src"], cwd=ROOT, capture_output=True, text=True).stdout
-    except OSError:
-        return "?"
-    return rev + ("+dirty" if dirty.strip() else "")
+        rev = git("rev-parse", "--short", "HEAD")
+        if rev.returncode != 0 or not rev.stdout.strip():
+            return UNKNOWN_COMMIT  # not a checkout, or one without any commit yet
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src")
+    except (OSError, subprocess.TimeoutExpired):  # no git on this machine
+        return UNKNOWN_COMMIT
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _loadavg() -> str:

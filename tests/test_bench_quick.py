@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,7 +73,86 @@ def test_report_records_the_machine(quick: tuple[Path, dict[str, Any]]) -> None:
     m = report["machine"]
     for key in ("cpu", "cores", "python", "chromium", "pyodide", "pyodide_python", "node", "websockets", "commit"):
         assert m.get(key) not in (None, "", "?"), key
+    assert re.fullmatch(r"[0-9a-f]{4,40}(\+dirty)?|unknown", m["commit"]), m["commit"]
     assert report["mode"] == "quick" and report["duration_s"] > 0
+
+
+# --- the commit, in and outside a git checkout -----------------------------------------------
+# Why: a source tarball (no .git) or a machine without git must run the benchmarks too, and the
+# report must then say "unknown" instead of an empty commit. These run bench's own code in a
+# temporary copy of bench/ and tools/, so they hold whether or not this tree is a checkout.
+
+
+def _project_copy(where: Path) -> Path:
+    """bench/ and tools/ (what `python -m bench` imports) copied to `where`, with no .git."""
+    ignore = shutil.ignore_patterns("__pycache__", "results")
+    for name in ("bench", "tools"):
+        shutil.copytree(ROOT / name, where / name, ignore=ignore)
+    (where / "src").mkdir()
+    (where / "src" / "lib.py").write_text("x = 1\n")
+    return where
+
+
+def _bench_commit(project: Path, path: str | None = None) -> str:
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": ""}
+    if path is not None:
+        env["PATH"] = path
+    proc = subprocess.run(
+        [sys.executable, "-c", "from bench.__main__ import _git_commit; print(_git_commit())"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def _git(cwd: Path, *args: str) -> str:
+    git = shutil.which("git")
+    assert git is not None, "these tests need git to build a checkout"
+    ident = ["-c", "user.name=bench test", "-c", "user.email=bench@example.invalid", "-c", "commit.gpgsign=false"]
+    proc = subprocess.run([git, *ident, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=True)
+    return proc.stdout.strip()
+
+
+def test_commit_is_unknown_outside_a_checkout(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path / "circle-ws-web-0.1.0")
+    assert not (project / ".git").exists()
+    assert _bench_commit(project) == "unknown"
+
+
+def test_commit_is_unknown_for_a_copy_unpacked_inside_another_repository(tmp_path: Path) -> None:
+    outer = tmp_path / "home"
+    outer.mkdir()
+    _git(outer, "init", "-q")
+    _git(outer, "commit", "-q", "--allow-empty", "-m", "someone else's repository")
+    project = _project_copy(outer / "circle-ws-web-0.1.0")
+    assert _bench_commit(project) == "unknown"  # not the outer repository's commit
+
+
+def test_commit_of_a_checkout_and_of_a_dirty_one(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path / "checkout")
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-q", "-m", "a commit")
+    head = _git(project, "rev-parse", "--short", "HEAD")
+    assert _bench_commit(project) == head
+    (project / "src" / "lib.py").write_text("x = 2\n")
+    assert _bench_commit(project) == head + "+dirty"
+
+
+def test_commit_is_unknown_without_git_even_in_a_checkout(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path / "checkout")
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-q", "-m", "a commit")
+    no_git = tmp_path / "empty-bin"
+    no_git.mkdir()
+    assert _bench_commit(project, path=str(no_git)) == "unknown"
+
+
+def test_commit_is_unknown_in_a_repository_without_commits(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path / "fresh")
+    _git(project, "init", "-q")  # a checkout with no commit yet: HEAD names nothing
+    assert _bench_commit(project) == "unknown"
 
 
 def _check_summary(s: dict[str, Any], what: str) -> None:
