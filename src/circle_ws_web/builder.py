@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from .auth import PrivateKey
 from .config import ClientOptions, validate_url
@@ -12,6 +13,19 @@ from .manager import WsManager
 from .transport import TransportFactory
 
 __all__ = ["WsManagerBuilder", "ws_manager"]
+
+
+class _Keep(enum.Enum):
+    """The type of :data:`_KEEP`, the default of every tuning argument: "not given, keep the
+    current value". Not None, because None is a real value (``max_attempts=None``: for ever)."""
+
+    KEEP = "keep"
+
+    def __repr__(self) -> str:  # what help() and the signature show
+        return "<unchanged>"
+
+
+_KEEP: Final = _Keep.KEEP
 
 
 class WsManagerBuilder:
@@ -47,21 +61,32 @@ class WsManagerBuilder:
         return self
 
     def _tune(self, **changes: Any) -> WsManagerBuilder:
-        self._options = replace(self._options, **changes)  # ClientOptions validates
+        given = {name: value for name, value in changes.items() if value is not _KEEP}
+        self._options = replace(self._options, **given)  # ClientOptions validates the whole set
         return self
 
-    def keepalive(self, interval: float = 20.0, timeout: float = 10.0) -> WsManagerBuilder:
+    # Each tuning method changes only the arguments it is given: a later call never undoes an
+    # earlier one (``.reconnect(initial_delay=2).reconnect(max_attempts=3)`` keeps both). The
+    # defaults documented below are those of a fresh builder (ClientOptions' own).
+
+    def keepalive(self, interval: float | _Keep = _KEEP, timeout: float | _Keep = _KEEP) -> WsManagerBuilder:
+        """Send ``ping`` after ``interval`` s of silence (default 20.0); drop and rebuild the
+        connection if nothing answers within ``timeout`` s (default 10.0)."""
         return self._tune(keepalive_interval=interval, keepalive_timeout=timeout)
 
     def reconnect(
         self,
-        initial_delay: float = 0.5,
-        max_delay: float = 30.0,
-        factor: float = 2.0,
-        jitter: bool = True,
-        max_attempts: int | None = None,
-        min_uptime: float = 5.0,
+        initial_delay: float | _Keep = _KEEP,
+        max_delay: float | _Keep = _KEEP,
+        factor: float | _Keep = _KEEP,
+        jitter: bool | _Keep = _KEEP,
+        max_attempts: int | None | _Keep = _KEEP,
+        min_uptime: float | _Keep = _KEEP,
     ) -> WsManagerBuilder:
+        """Backoff between reconnection attempts. Defaults: ``initial_delay=0.5``,
+        ``max_delay=30.0``, ``factor=2.0``, ``jitter=True``, ``max_attempts=None`` (for ever;
+        passing None sets that, it does not mean "leave as is"), ``min_uptime=5.0`` (seconds a
+        connection must stay up for the attempt counter to start over)."""
         return self._tune(
             reconnect_initial_delay=initial_delay,
             reconnect_max_delay=max_delay,
@@ -71,13 +96,17 @@ class WsManagerBuilder:
             reconnect_min_uptime=min_uptime,
         )
 
-    def request_timeout(self, seconds: float = 30.0) -> WsManagerBuilder:
+    def request_timeout(self, seconds: float | _Keep = _KEEP) -> WsManagerBuilder:
+        """Seconds a call may take before ``RequestTimeoutError`` (default 30.0)."""
         return self._tune(request_timeout=seconds)
 
-    def connect_timeout(self, seconds: float = 10.0) -> WsManagerBuilder:
+    def connect_timeout(self, seconds: float | _Keep = _KEEP) -> WsManagerBuilder:
+        """Seconds a connection attempt, handshake and authentication included, may take
+        (default 10.0)."""
         return self._tune(connect_timeout=seconds)
 
-    def max_message_size(self, size: int = 16 * 2**20) -> WsManagerBuilder:
+    def max_message_size(self, size: int | _Keep = _KEEP) -> WsManagerBuilder:
+        """Largest frame accepted from a server, in bytes (default 16 MiB)."""
         return self._tune(max_message_size=size)
 
     def transport_factory(self, factory: TransportFactory) -> WsManagerBuilder:
