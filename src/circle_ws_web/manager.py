@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 from .auth import PrivateKey
 from .client import CircleWsClient
-from .config import ClientOptions
+from .config import ClientOptions, validate_url
 from .errors import CircleWsClientError, ClientClosedError, ConfigError, NotConnectedError
 from .metrics import Metrics
 from .results import PlayResult
@@ -30,16 +30,43 @@ class WsManager:
     def __init__(
         self,
         urls: Iterable[str],
-        private_key: PrivateKey | None = None,
+        private_key: PrivateKey | str | None = None,
         options: ClientOptions | None = None,
         transport_factory: TransportFactory | None = None,
     ) -> None:
-        options = options or ClientOptions()
-        self._clients: dict[str, CircleWsClient] = {
-            url: CircleWsClient._from_options(url, private_key, options, transport_factory) for url in urls
-        }
-        if not self._clients:
+        """Validate everything here, as the builder does, so a manager built directly fails
+        at once with a ``ConfigError`` naming the problem instead of later, mid-connect.
+
+        ``private_key``: a :class:`PrivateKey`, or its hex text (parsed with ``PrivateKey``).
+        """
+        if isinstance(urls, (str, bytes)) or not isinstance(urls, Iterable):
+            raise ConfigError(
+                f"urls must be an iterable of URL strings (a list, say), got {type(urls).__name__}"
+            )
+        checked: list[str] = []
+        for raw in urls:
+            url = validate_url(raw)
+            if url in checked:
+                raise ConfigError(f"server URL {url!r} was given twice")
+            checked.append(url)
+        if not checked:
             raise ConfigError("a WsManager needs at least one server URL")
+        if isinstance(private_key, str):
+            private_key = PrivateKey(private_key)  # ConfigError naming the problem, never the key
+        elif private_key is not None and not isinstance(private_key, PrivateKey):
+            # Only the type is named: the value might be the key in another form (bytes, int).
+            raise ConfigError(
+                f"private_key must be a PrivateKey or a hex str, got {type(private_key).__name__}"
+            )
+        if options is None:
+            options = ClientOptions()
+        elif not isinstance(options, ClientOptions):
+            raise ConfigError(f"options must be a ClientOptions, got {type(options).__name__}")
+        if transport_factory is not None and not callable(transport_factory):
+            raise ConfigError(f"transport_factory must be callable, got {type(transport_factory).__name__}")
+        self._clients: dict[str, CircleWsClient] = {
+            url: CircleWsClient._from_options(url, private_key, options, transport_factory) for url in checked
+        }
 
     def __repr__(self) -> str:
         statuses = ", ".join(f"{u}: {c.status.value}" for u, c in self._clients.items())
