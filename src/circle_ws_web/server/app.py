@@ -19,12 +19,13 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -198,7 +199,10 @@ class CircleServer:
     ``max_message_size``: the largest incoming frame (bigger ones close the connection with
     1009, the ``websockets`` behaviour). ``script_timeout`` / ``max_output``: per-``play``
     limits. ``script_workers``: threads evaluating scripts (kept separate from the default
-    executor so runaway scripts cannot starve anything else).
+    executor so runaway scripts cannot starve anything else). ``journal``: a file that gets one
+    JSON line ``{"conn": <connection id>, "id": <request id>, "script": <script>}`` per ``play``
+    the server starts executing (append mode, flushed per line), so a test can prove that no
+    request ran twice.
     """
 
     def __init__(
@@ -213,6 +217,7 @@ class CircleServer:
         script_timeout: float = 2.0,
         max_output: int = 65536,
         script_workers: int = 8,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         ports = tuple(ports)
         if not ports:
@@ -233,6 +238,8 @@ class CircleServer:
         self.max_output = max_output
         self.script_workers = script_workers
         self.nonces = NonceStore(nonce_ttl)
+        self.journal_path = None if journal is None else os.fspath(journal)
+        self._journal: IO[str] | None = None
         self._servers: list[Server] = []
         self._bound_ports: list[int] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -279,6 +286,10 @@ class CircleServer:
             raise RuntimeError("server already started")
         self._executor = ThreadPoolExecutor(self.script_workers, thread_name_prefix="circle-play")
         try:
+            if self.journal_path is not None:
+                # Line-buffered append: every line is on disk (in the OS) before its script runs,
+                # even if this process is killed a moment later.
+                self._journal = open(self.journal_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             for port in self.ports:
                 try:
                     server = await serve(
@@ -320,6 +331,9 @@ class CircleServer:
             # threads stop at their next AST node. Do not wait for them here.
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     async def __aenter__(self) -> CircleServer:
         await self.start()
@@ -495,6 +509,7 @@ class CircleServer:
         executor = self._executor
         if executor is None:
             raise RpcError(INTERNAL_ERROR, "server is stopping")
+        self._write_journal(req, script)
         token = CancelToken(self.script_timeout)
         job = partial(evaluate, script, max_output=self.max_output, token=token)
         try:
@@ -511,6 +526,19 @@ class CircleServer:
         finally:
             token.cancel()
         return {"output": output}
+
+    def _write_journal(self, req: _Request, script: str) -> None:
+        """Record a ``play`` that is about to run; refuse to run it when that fails."""
+        journal = self._journal
+        if journal is None:
+            return
+        rid = req.id if req.answer else None  # a notification has no id
+        line = json.dumps({"conn": req.conn.id, "id": rid, "script": script}) + "\n"
+        try:
+            journal.write(line)  # ensure_ascii: lone surrogates in a script stay valid UTF-8
+        except (OSError, ValueError) as exc:
+            logger.error("connection %d: cannot write the request journal: %s", req.conn.id, exc)
+            raise RpcError(INTERNAL_ERROR, "internal error: cannot write the request journal") from None
 
     # --- test controls (test_controls=True only) --------------------------------------------
 

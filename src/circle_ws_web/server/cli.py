@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest incoming frame (default: 16 MiB)",
     )
     parser.add_argument(
+        "--journal",
+        metavar="PATH",
+        help='append one JSON line {"conn", "id", "script"} per play the server starts executing',
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         type=str.upper,
@@ -127,6 +132,7 @@ async def _serve(args: argparse.Namespace) -> int:
         max_message_size=args.max_message_size,
         script_timeout=args.script_timeout,
         max_output=args.max_output,
+        journal=args.journal,
     )
     try:
         await server.start()
