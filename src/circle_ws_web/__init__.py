@@ -6,6 +6,8 @@ servers, in the browser (Pyodide) and in CPython, with one API.
     print((await manager.execute_script("ws://127.0.0.1:8701", "40 + 2")).output)
 """
 
+import logging as _logging
+
 from .builder import WsManagerBuilder, ws_manager
 from .client import CircleWsClient
 from .errors import (
@@ -26,6 +28,10 @@ from .results import PlayResult
 from .status import ConnectionStatus
 
 __version__ = "0.1.0"
+
+# A library leaves output to the application: without this, Python's last-resort handler would
+# print every WARNING (a server that went away) to stderr, in red under a notebook cell.
+_logging.getLogger("circle_ws_web").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AuthError",

@@ -1,23 +1,24 @@
 """CircleWsClient: one autonomous, self-maintaining connection to one circle server.
 
-The client is the asyncio layer over the plain-code core: it feeds frames from a transport to
-:class:`~circle_ws_web.rpc.RpcCodec`, keeps calls in :class:`~circle_ws_web.rpc.PendingCalls`
-(one deadline timer per client, not one per call), runs :class:`~circle_ws_web.auth_flow.AuthFlow`
-on every connection, and asks :class:`~circle_ws_web.backoff.Backoff` how long to wait before
-reconnecting. Timers come from the platform (:class:`~circle_ws_web.transport.Platform`):
-asyncio's ``call_later`` in CPython, the browser's ``setTimeout``/``clearTimeout`` under Pyodide,
-so that a cancelled timer is really cleared; futures and tasks run on the running loop (the
-WebLoop in the browser). The same code runs in both places.
+All behaviour lives in the sans-I/O :class:`~circle_ws_web.lifecycle.Lifecycle`; this module is
+its asyncio driver. It feeds the machine the transport's events and the clock's time, and
+executes the actions the machine queues: open/send/close on a transport, set/cancel a timer,
+resolve or fail a caller's future, tell the status and notification listeners. Timers come from
+the clock (:class:`~circle_ws_web.transport.Clock`): the platform's ``call_later`` (asyncio's in
+CPython, the browser's ``setTimeout`` under Pyodide, so a cancelled timer is really cleared), or
+a test's virtual clock. The same code runs in both places, and no task runs in the background:
+a client that is connected holds a socket and a few timers, nothing else.
 
-The public :class:`CircleWsClient` is a thin facade over an internal engine that owns the tasks.
-Tasks hold the engine, never the facade, so dropping the last reference to a client lets the
-garbage collector close it.
+The public :class:`CircleWsClient` is a thin facade over the driver. Timers and sockets hold the
+driver, never the facade, so dropping the last reference to a client lets the garbage collector
+close it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 import weakref
@@ -25,25 +26,33 @@ from typing import Any, Callable
 
 from .auth import PrivateKey
 from .auth_flow import AuthFlow
-from .backoff import Backoff
 from .config import ClientOptions, validate_url
 from .errors import (
     AuthError,
-    CircleWsClientError,
     ClientClosedError,
     ConfigError,
-    ConnectError,
-    ConnectionLostError,
     JsonRpcError,
     NotConnectedError,
     ProtocolError,
-    RequestTimeoutError,
+)
+from .lifecycle import (
+    CancelTimer,
+    CloseSocket,
+    ConnectDone,
+    FailCall,
+    Lifecycle,
+    NotificationReceived,
+    OpenSocket,
+    ResolveCall,
+    Send,
+    SetTimer,
+    StatusChanged,
+    Timer,
 )
 from .metrics import Metrics
 from .results import PlayResult
-from .rpc import BadFrame, ErrorResponse, Notification, PendingCalls, Response, RpcCodec
-from .status import ConnectionStatus, StatusMachine
-from .transport import Platform, Transport, TransportFactory, TransportOptions
+from .status import ConnectionStatus
+from .transport import CallLater, Clock, Transport, TransportFactory, TransportOptions
 
 __all__ = ["CircleWsClient"]
 
@@ -53,15 +62,8 @@ S = ConnectionStatus
 NotificationCallback = Callable[[str, Any], None]
 StatusCallback = Callable[[ConnectionStatus], None]
 
-#: Close code we use when we drop a connection ourselves (keep-alive, protocol violation).
-CLOSE_GOING_AWAY = 4000
-#: How long ``disconnect()`` waits for the socket's close event before giving up on it.
+#: How long ``disconnect()`` waits for the sockets' close events before giving up on them.
 CLOSE_WAIT = 3.0
-#: Slack when comparing deadlines with the clock (timers may fire a hair early).
-CLOCK_SLACK = 0.001
-#: The engine's clock. Timers are set by delay (``call_later``), so any monotonic clock works;
-#: this one is what the asyncio loops use, without a method call per message.
-_clock = time.monotonic
 
 
 class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
@@ -131,48 +133,60 @@ class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
                 loop.call_exception_handler({"message": "exception resuming a call's waiter", "exception": exc})
 
 
-class _Connection:
-    """Event sink for one socket. Events from a connection that is no longer current are dropped."""
 
-    __slots__ = ("engine", "transport", "opened", "closed", "lost", "last_rx", "connected_at", "close_info")
+class _PlatformClock:
+    """The platform's clock: ``time.monotonic`` and the platform's own timers."""
 
-    def __init__(self, engine: _Engine, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("call_later",)
+
+    def __init__(self, call_later: CallLater) -> None:
+        self.call_later = call_later
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+
+class _Socket:
+    """Event sink of one transport: tags its events with the attempt's socket id."""
+
+    __slots__ = ("engine", "sid", "transport", "opened", "closed")
+
+    def __init__(self, engine: _Engine, sid: int) -> None:
         self.engine = engine
+        self.sid = sid
         self.transport: Transport | None = None
-        #: True when the socket opened, False when it closed first.
-        self.opened: asyncio.Future[bool] = loop.create_future()
-        #: Resolved by the transport's close event (the socket is really gone).
-        self.closed: asyncio.Future[None] = loop.create_future()
-        #: Resolved when the engine stops using this connection (close event or abandoned).
-        self.lost: asyncio.Future[str] = loop.create_future()
-        self.last_rx = _clock()
-        self.connected_at = 0.0
-        self.close_info = ""
+        self.opened = False
+        #: Created by ``disconnect()`` when it waits for this socket's close event.
+        self.closed: asyncio.Future[None] | None = None
 
     def on_open(self) -> None:
-        if not self.opened.done():
-            self.opened.set_result(True)
+        self.opened = True
+        engine = self.engine
+        engine.machine.socket_opened(engine.now(), self.sid)
+        engine.flush()
 
     def on_message(self, data: str | bytes) -> None:
-        if self.engine.conn is self:
-            self.engine.on_frame(self, data)
+        engine = self.engine
+        engine.machine.frame(engine.now(), self.sid, data)
+        engine.flush()
 
     def on_error(self, message: str) -> None:
-        self.close_info = message
+        self.engine.machine.socket_error(self.sid, message)
 
     def on_close(self, code: int, reason: str) -> None:
-        # Keep what the error event said (the browser's is vague) and add the close code.
-        detail = ", ".join(part for part in (reason, self.close_info) if part)
-        self.close_info = f"code {code}" + (f", {detail}" if detail else "")
-        if not self.opened.done():
-            self.opened.set_result(False)
-        if not self.closed.done():
+        engine = self.engine
+        if engine.sockets.get(self.sid) is self:
+            del engine.sockets[self.sid]
+        if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
-        self.engine.lose(self, f"connection closed ({self.close_info})")
+        engine.machine.socket_closed(engine.now(), self.sid, code, reason)
+        engine.flush()
 
 
 class _Engine:
-    """All state and behaviour of a client. Referenced by its tasks; never references the facade."""
+    """Executes the lifecycle's actions. Referenced by timers and sockets; never references
+    the facade."""
 
     def __init__(
         self,
@@ -180,40 +194,33 @@ class _Engine:
         key: PrivateKey | None,
         options: ClientOptions,
         transport_factory: TransportFactory | None,
+        clock: Clock | None,
     ) -> None:
+        from .transports import current_platform
+
+        platform = None if transport_factory is not None and clock is not None else current_platform()
         self.url = url
         self.key = key
         self.options = options
-        from .transports import current_platform
-
-        platform: Platform = current_platform()
-        self.factory = transport_factory or platform.transport_factory
-        self.call_later = platform.call_later
-        self.transport_options = TransportOptions(max_message_size=options.max_message_size)
-        self.status = StatusMachine(on_error=self._callback_failed)
-        self.codec = RpcCodec(options.max_message_size)
-        # id -> (future, sent_at, method, timeout)
-        self.pending: PendingCalls[tuple[_CallFuture, float, str, float]] = PendingCalls()
-        self.backoff = Backoff(
-            options.reconnect_initial_delay,
-            options.reconnect_max_delay,
-            options.reconnect_factor,
-            options.reconnect_jitter,
-            options.reconnect_max_attempts,
+        self.factory: TransportFactory = transport_factory or platform.transport_factory  # type: ignore[union-attr]
+        self.clock: Clock = clock or _PlatformClock(platform.call_later)  # type: ignore[union-attr]
+        self.now = self.clock.now
+        self.machine = Lifecycle(
+            url,
+            options,
+            public_key=None if key is None else key.public_key_hex,
+            sign=None if key is None else key.sign_message,
         )
-        self.metrics = Metrics()
-        self.conn: _Connection | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.supervisor: asyncio.Task[None] | None = None
-        self.keepalive: asyncio.Task[None] | None = None
-        self.cancel_timer: Callable[[], None] | None = None
-        self.timer_at = 0.0
-        self.closing = False
+        self.transport_options = TransportOptions(max_message_size=options.max_message_size)
+        self.sockets: dict[int, _Socket] = {}
+        self.timers: dict[Timer, tuple[int, Callable[[], None]]] = {}
+        self._timer_token = 0
+        self.status_listeners: list[StatusCallback] = []
         self.notification_listeners: list[NotificationCallback] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._flushing = False
 
-    # -- calls -------------------------------------------------------------------------------
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
+    def bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self.loop is None:
             self.loop = loop
@@ -221,141 +228,118 @@ class _Engine:
             raise RuntimeError("a CircleWsClient is bound to the event loop it was first used on")
         return loop
 
-    def send_call(
-        self, conn: _Connection, method: str, params: Any, timeout: float
-    ) -> tuple[str, _CallFuture]:
-        """Send one request on ``conn``; the future gets the result or a typed error."""
-        loop = self.loop
-        assert loop is not None and conn.transport is not None
+    # -- executing actions -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Execute the machine's queued actions, in order. Re-entrant calls (an action ran user
+        code that fed the machine another event) return at once: the outer loop goes on."""
+        if self._flushing:
+            return
+        self._flushing = True
+        actions = self.machine.actions
         try:
-            call_id, frame = self.codec.request(method, params)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"params of {method!r} are not JSON-serializable: {exc}") from None
-        # Not loop.create_future(): Pyodide's WebLoop adds a done callback to every future it
-        # creates, which cost each answered call one more trip through the browser's task
-        # queue (~40 us). Nothing here needs that bookkeeping.
-        future = _CallFuture(loop=loop)
-        now = _clock()
-        deadline = now + timeout
-        self.pending.add(call_id, (future, now, method, timeout), deadline)
-        if self.cancel_timer is None or deadline < self.timer_at:
-            self._arm_timer(deadline, now)
-        self.metrics.calls += 1
-        conn.transport.send(frame)
-        return call_id, future
+            while actions:
+                action = actions.popleft()
+                try:
+                    self._execute(action)
+                except Exception:  # a bug: report it, but never leave the queue half-run
+                    logger.exception("%s: internal error executing %r", self.url, action)
+        finally:
+            self._flushing = False
 
-    async def request(self, conn: _Connection, method: str, params: Any, timeout: float) -> Any:
-        call_id, future = self.send_call(conn, method, params, timeout)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if not future.done():  # the caller was cancelled: forget the call
-                self.pending.pop(call_id)
-            elif not future.cancelled():
-                # Failed (e.g. connection lost) just as the caller was cancelled: mark the error
-                # seen, or the future would log it when collected, its traceback (and with it
-                # the connection) kept alive by the logging.
-                future.exception()
-            raise
-
-    def _arm_timer(self, when: float, now: float) -> None:
-        if self.cancel_timer is not None:
-            self.cancel_timer()
-        self.cancel_timer = self.call_later(max(0.0, when - now), self._on_deadline)
-        self.timer_at = when
-
-    def _on_deadline(self) -> None:
-        self.cancel_timer = None
-        now = _clock()
-        for _call_id, (future, _sent, method, timeout) in self.pending.expired(now + CLOCK_SLACK):
-            if not future.done():
-                self.metrics.timeouts += 1
-                future.set_exception(
-                    RequestTimeoutError(f"no answer to {method!r} from {self.url} within {timeout:g}s")
-                )
-        nxt = self.pending.next_deadline()
-        if nxt is not None:
-            self._arm_timer(nxt, now)
-
-    def fail_all(self, make_error: Callable[[str], CircleWsClientError]) -> None:
-        for future, _sent, method, _timeout in self.pending.drain():
-            if not future.done():
-                self.metrics.errors += 1
-                future.set_exception(make_error(method))
-        if self.cancel_timer is not None:
-            self.cancel_timer()
-            self.cancel_timer = None
-
-    # -- incoming ----------------------------------------------------------------------------
-
-    def on_frame(self, conn: _Connection, data: str | bytes) -> None:
-        now = _clock()
-        conn.last_rx = now
-        answer = self.codec.parse_result(data)  # the usual frame, on the short path
-        if answer is not None:
-            entry = self.pending.pop(answer[0])
+    def _execute(self, action: Any) -> None:
+        kind = type(action)
+        if kind is Send:
+            sock = self.sockets.get(action.sid)
+            if sock is not None and sock.transport is not None:
+                sock.transport.send(action.text)
+        elif kind is ResolveCall:
+            waiter = action.waiter
+            if not waiter.done():
+                waiter.resolve_now(action.result)  # last: it may run the caller's code
+        elif kind is FailCall:
+            if not action.waiter.done():
+                action.waiter.set_exception(action.error)
+        elif kind is SetTimer:
+            self._set_timer(action.timer, action.delay)
+        elif kind is CancelTimer:
+            entry = self.timers.pop(action.timer, None)
             if entry is not None:
-                future = entry[0]
-                if not future.done():
-                    self.metrics.record_rtt(now - entry[1])
-                    future.resolve_now(answer[1])  # last: it may run the caller's code
-                return
-        msg = self.codec.parse(data)
-        kind = type(msg)
-        if kind is Response:
-            assert isinstance(msg, Response)
-            entry = self.pending.pop(msg.id)
-            if entry is None:
-                self.metrics.unknown_ids += 1
-                logger.warning("%s: response for unknown call id %r dropped", self.url, msg.id)
-                return
-            future, sent, _method, _timeout = entry
-            if not future.done():
-                self.metrics.record_rtt(now - sent)
-                future.resolve_now(msg.result)
-        elif kind is ErrorResponse:
-            assert isinstance(msg, ErrorResponse)
-            entry = self.pending.pop(msg.id) if msg.id is not None else None
-            if entry is None:
-                self.metrics.unknown_ids += 1
-                logger.warning("%s: error response for unknown call id %r: %s", self.url, msg.id, msg.error)
-                return
-            future, sent, _method, _timeout = entry
-            if not future.done():
-                self.metrics.record_rtt(now - sent)
-                self.metrics.errors += 1
-                future.set_exception(msg.error)
-        elif kind is Notification:
-            assert isinstance(msg, Notification)
-            self.metrics.notifications += 1
+                entry[1]()
+        elif kind is OpenSocket:
+            self._open(action.sid)
+        elif kind is CloseSocket:
+            sock = self.sockets.get(action.sid)
+            if sock is not None and sock.transport is not None:
+                sock.transport.close(action.code, action.reason)
+        elif kind is StatusChanged:
+            for listener in list(self.status_listeners):
+                try:
+                    listener(action.status)
+                except Exception as exc:  # a user's callback must not break the client
+                    self.callback_failed(exc)
+        elif kind is ConnectDone:
+            for waiter in action.waiters:
+                if not waiter.done():
+                    if action.error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(action.error)
+        elif kind is NotificationReceived:
             for listener in list(self.notification_listeners):
                 try:
-                    listener(msg.method, msg.params)
+                    listener(action.method, action.params)
                 except Exception as exc:
-                    self._callback_failed(exc)
-        else:
-            assert isinstance(msg, BadFrame)
-            self.metrics.bad_frames += 1
-            logger.warning("%s: bad frame from server dropped: %s", self.url, msg.reason)
-            if msg.id is not None:
-                entry = self.pending.pop(msg.id)
-                if entry is not None and not entry[0].done():
-                    self.metrics.errors += 1
-                    entry[0].set_exception(ProtocolError(f"bad response to {entry[2]!r}: {msg.reason}"))
+                    self.callback_failed(exc)
+        else:  # pragma: no cover - every action type is handled above
+            raise TypeError(f"unknown action {action!r}")
+
+    def _open(self, sid: int) -> None:
+        sock = _Socket(self, sid)
+        self.sockets[sid] = sock
+        try:
+            sock.transport = self.factory(self.url, sock, self.transport_options)
+        except Exception as exc:  # e.g. a URL the browser refuses
+            self.sockets.pop(sid, None)
+            self.machine.socket_error(sid, f"could not open a WebSocket: {exc}")
+            self.machine.socket_closed(self.now(), sid, 1006, "")
+
+    def _set_timer(self, timer: Timer, delay: float) -> None:
+        old = self.timers.pop(timer, None)
+        if old is not None:
+            old[1]()
+        self._timer_token += 1
+        token = self._timer_token
+        cancel = self.clock.call_later(delay, functools.partial(self._fire, timer, token))
+        self.timers[timer] = (token, cancel)
+
+    def _fire(self, timer: Timer, token: int) -> None:
+        entry = self.timers.get(timer)
+        if entry is None or entry[0] != token:
+            return  # replaced or cancelled after the platform queued it
+        del self.timers[timer]
+        self.machine.timer_fired(self.now(), timer)
+        self.flush()
+
+    def callback_failed(self, exc: BaseException) -> None:
+        logger.error("%s: a user callback raised %s: %s", self.url, type(exc).__name__, exc, exc_info=exc)
+
+    # -- waiting -----------------------------------------------------------------------------
 
     async def wait(self, future: asyncio.Future[Any], timeout: float) -> bool:
         """Wait up to ``timeout`` for ``future`` (without cancelling it); True if it is done.
-        Built on the platform timer rather than ``asyncio.wait_for`` so nothing lingers."""
+        Built on the clock's timers rather than ``asyncio.wait_for`` so nothing lingers, and so
+        a virtual clock drives it too."""
         if future.done():
             return True
-        waiter: asyncio.Future[None] = self._loop().create_future()
+        waiter: asyncio.Future[None] = self.bind_loop().create_future()
 
         def wake(_: object = None) -> None:
             if not waiter.done():
                 waiter.set_result(None)
 
         future.add_done_callback(wake)
-        cancel = self.call_later(timeout, wake)
+        cancel = self.clock.call_later(timeout, wake)
         try:
             await waiter
         finally:
@@ -363,213 +347,35 @@ class _Engine:
             future.remove_done_callback(wake)
         return future.done()
 
-    async def sleep(self, delay: float) -> None:
-        await self.wait(self._loop().create_future(), delay)
-
-    def _callback_failed(self, exc: BaseException) -> None:
-        logger.error("%s: a user callback raised %s: %s", self.url, type(exc).__name__, exc)
-
-    # -- connection lifecycle ----------------------------------------------------------------
-
-    def lose(self, conn: _Connection, why: str) -> None:
-        """Stop using ``conn``: fail its calls at once, and hand over to the supervisor."""
-        if self.conn is not conn:
-            return
-        self.conn = None
-        if conn.lost.done():
-            return
-        conn.lost.set_result(why)
-        self.fail_all(
-            lambda method: ConnectionLostError(
-                f"connection to {self.url} lost while {method!r} was in flight ({why}); not re-sent"
-            )
-        )
-        if self.keepalive is not None:
-            self.keepalive.cancel()
-            self.keepalive = None
-        if self.status.status is S.CONNECTED and not self.closing:
-            logger.warning("%s: %s; reconnecting", self.url, why)
-            self.status.move(S.RECONNECTING)
-
-    async def open_once(self) -> _Connection:
-        """One attempt: open the socket and authenticate, within ``connect_timeout``."""
-        loop = self._loop()
-        self.status.move(S.CONNECTING)
-        conn = _Connection(self, loop)
-        self.conn = conn
-        try:
-            conn.transport = self.factory(self.url, conn, self.transport_options)
-        except Exception as exc:
-            self.conn = None
-            raise ConnectError(f"could not open a WebSocket to {self.url}: {exc}") from None
-        timed_out = False
-
-        def expire() -> None:
-            nonlocal timed_out
-            timed_out = True
-            if not conn.opened.done():
-                conn.opened.set_result(False)
-            self.lose(conn, "connect timeout")  # fails an authentication step in flight
-
-        cancel = self.call_later(self.options.connect_timeout, expire)
-        try:
-            await self._handshake(conn)
-        except BaseException as exc:
-            self.lose(conn, "connection attempt failed")
-            conn.transport.close(1000, "connection attempt failed")
-            if self.closing and not isinstance(exc, asyncio.CancelledError):
-                raise ClientClosedError(f"client for {self.url} was closed while connecting") from None
-            if timed_out:
-                raise ConnectError(
-                    f"could not connect to {self.url} within {self.options.connect_timeout:g}s"
-                ) from None
-            if isinstance(exc, (ConnectError, AuthError)):
-                raise
-            if isinstance(exc, CircleWsClientError):
-                raise ConnectError(f"connection to {self.url} failed during authentication: {exc}") from exc
-            raise
-        finally:
-            cancel()
-        if self.closing:  # disconnect() ran while the last step was being delivered
-            conn.transport.close(1000, "client disconnect")
-            raise ClientClosedError(f"client for {self.url} was closed while connecting")
-        conn.connected_at = conn.last_rx = _clock()
-        self.status.move(S.CONNECTED)
-        self.keepalive = loop.create_task(self._keepalive(conn))
-        return conn
-
-    async def _handshake(self, conn: _Connection) -> None:
-        if not await conn.opened:
-            raise ConnectError(f"could not connect to {self.url}: {conn.close_info or 'refused'}")
-        if self.key is not None:
-            self.status.move(S.AUTHENTICATING)
-            await self.authenticate(conn)
-
-    async def authenticate(self, conn: _Connection) -> None:
-        assert self.key is not None
-        flow = AuthFlow(self.key.public_key_hex, self.key.sign_message)
-        timeout = self.options.request_timeout
-        method, params = flow.start()
-        try:
-            result = await self.request(conn, method, params, timeout)
-            method, params = flow.receive_nonce(result)
-            result = await self.request(conn, method, params, timeout)
-        except JsonRpcError as exc:
-            raise flow.receive_error(exc) from None
-        flow.receive_result(result)
-        logger.info("%s: authenticated as %s…", self.url, self.key.public_key_hex[:18])
-
-    async def _keepalive(self, conn: _Connection) -> None:
-        """Ping when the connection has been quiet for ``keepalive_interval``; any answer proves
-        life. No answer within ``keepalive_timeout``: the connection is dead, drop it."""
-        loop = self.loop
-        assert loop is not None
-        interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
-        while self.conn is conn:
-            idle = _clock() - conn.last_rx
-            if idle < interval:
-                await self.sleep(interval - idle)
-                continue
-            try:
-                await self.request(conn, "ping", {}, timeout)
-            except JsonRpcError:
-                pass  # a server without `ping` answers -32601: alive all the same
-            except RequestTimeoutError:
-                why = f"keep-alive: no answer to ping within {timeout:g}s"
-                self.keepalive = None  # we are that task; do not cancel ourselves
-                self.lose(conn, why)
-                assert conn.transport is not None
-                conn.transport.close(CLOSE_GOING_AWAY, "keep-alive timeout")
-                return
-            except CircleWsClientError:
-                return
-
-    async def maintain(self, conn: _Connection | None) -> None:
-        """The supervisor: wait for the connection to be lost, then reconnect with backoff."""
-        loop = self.loop
-        assert loop is not None
-        try:
-            while not self.closing:
-                if conn is not None:
-                    await conn.lost
-                    if self.closing:
-                        return
-                    if _clock() - conn.connected_at >= self.options.reconnect_min_uptime:
-                        self.backoff.reset()
-                    conn = None
-                delay = self.backoff.next_delay()
-                if delay is None:
-                    logger.error(
-                        "%s: giving up after %d reconnection attempts", self.url, self.backoff.attempts
-                    )
-                    self.status.move(S.DISCONNECTED)
-                    return
-                self.status.move(S.RECONNECTING)
-                await self.sleep(delay)
-                if self.closing:
-                    return
-                try:
-                    conn = await self.open_once()
-                except CircleWsClientError as exc:
-                    logger.warning(
-                        "%s: reconnection attempt %d failed: %s", self.url, self.backoff.attempts, exc
-                    )
-                    if not self.closing:
-                        self.status.move(S.RECONNECTING)
-                    continue
-                self.metrics.reconnects += 1
-                logger.info("%s: reconnected", self.url)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            if self.supervisor is asyncio.current_task():
-                self.supervisor = None
-
-    def start_supervisor(self, conn: _Connection | None) -> None:
-        if self.supervisor is None and not self.closing:
-            self.supervisor = self._loop().create_task(self.maintain(conn))
+    # -- closing -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        if self.status.status is S.CLOSED:
-            return
-        self.closing = True
-        me = asyncio.current_task()
-        tasks = [t for t in (self.supervisor, self.keepalive) if t is not None and t is not me]
-        for task in tasks:
-            task.cancel()
-        self.keepalive = None
-        conn, self.conn = self.conn, None
-        self.fail_all(lambda method: ClientClosedError(f"client for {self.url} closed while {method!r} was in flight"))
-        self.status.move(S.CLOSED)
-        if conn is not None and conn.transport is not None:
-            if not conn.lost.done():
-                conn.lost.set_result("client closed")
-            opened = conn.opened.done() and conn.opened.result()
-            if not conn.opened.done():
-                conn.opened.set_result(False)  # a connect() in progress ends now
-            conn.transport.close(1000, "client disconnect")
-            # A socket that never opened has nothing to confirm; its transport cleans up alone.
-            if opened and not await self.wait(conn.closed, CLOSE_WAIT):
+        """``disconnect()``: close everything, then wait (bounded) for the sockets to confirm."""
+        self.machine.disconnect(self.now())
+        self.flush()
+        if self.loop is None:
+            return  # never used on a loop: nothing was opened
+        loop = self.bind_loop()
+        waits = []
+        for sock in list(self.sockets.values()):
+            if sock.opened:  # a socket that never opened has nothing to confirm
+                if sock.closed is None:
+                    sock.closed = loop.create_future()
+                waits.append(sock.closed)
+        if waits:
+            everything = asyncio.gather(*waits)
+            if not await self.wait(everything, CLOSE_WAIT):
+                everything.cancel()
                 logger.warning("%s: socket did not confirm close within %gs", self.url, CLOSE_WAIT)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def close_now(self) -> None:
-        """Synchronous best-effort close, for garbage collection: no awaiting possible here."""
-        if self.status.status is S.CLOSED:
+        """Synchronous close, for garbage collection: no awaiting possible here."""
+        self.machine.disconnect(self.now())
+        if self.loop is not None and self.loop.is_closed():
+            self.machine.actions.clear()  # interpreter shutdown: no future can be resolved now
             return
-        self.closing = True
-        try:
-            for task in (self.supervisor, self.keepalive):
-                if task is not None and not task.done():
-                    task.cancel()
-            conn, self.conn = self.conn, None
-            self.fail_all(lambda method: ClientClosedError(f"client for {self.url} was garbage-collected"))
-            if conn is not None and conn.transport is not None:
-                conn.transport.close(1000, "client garbage-collected")
-            self.status.move(S.CLOSED)
-        except RuntimeError:
-            pass  # the event loop is already closed (interpreter shutdown): nothing left to stop
+        self.flush()
+
 
 
 class CircleWsClient:
@@ -578,7 +384,8 @@ class CircleWsClient:
     ``await connect()`` opens and authenticates (raising on failure of that first attempt);
     from then on the client keeps itself alive, reconnects with backoff and re-authenticates
     with a fresh nonce, until ``await disconnect()``. Calls never hang: each ends with a result
-    or a typed error within its timeout.
+    or a typed error within its timeout. ``connect()`` is single-flight: concurrent callers
+    share one attempt and its outcome.
     """
 
     def __init__(
@@ -598,8 +405,11 @@ class CircleWsClient:
         reconnect_min_uptime: float = 5.0,
         max_message_size: int = 16 * 2**20,
         transport_factory: TransportFactory | None = None,
+        clock: Clock | None = None,
     ) -> None:
         url = validate_url(url)
+        if private_key is not None and not isinstance(private_key, str):
+            raise ConfigError(f"private_key must be a hex string, got {type(private_key).__name__}")
         key = None if private_key is None else PrivateKey(private_key)
         options = ClientOptions(
             keepalive_interval=keepalive_interval,
@@ -614,16 +424,21 @@ class CircleWsClient:
             reconnect_min_uptime=reconnect_min_uptime,
             max_message_size=max_message_size,
         )
-        self._engine = _Engine(url, key, options, transport_factory)
+        self._engine = _Engine(url, key, options, transport_factory, clock)
         weakref.finalize(self, self._engine.close_now)
 
     @classmethod
     def _from_options(
-        cls, url: str, key: PrivateKey | None, options: ClientOptions, factory: TransportFactory | None = None
+        cls,
+        url: str,
+        key: PrivateKey | None,
+        options: ClientOptions,
+        factory: TransportFactory | None = None,
+        clock: Clock | None = None,
     ) -> CircleWsClient:
         """Build from already-validated settings (used by the manager)."""
         self = cls.__new__(cls)
-        self._engine = _Engine(url, key, options, factory)
+        self._engine = _Engine(url, key, options, factory, clock)
         weakref.finalize(self, self._engine.close_now)
         return self
 
@@ -641,17 +456,17 @@ class CircleWsClient:
 
     @property
     def status(self) -> ConnectionStatus:
-        return self._engine.status.status
+        return self._engine.machine.status
 
     @property
     def is_connected(self) -> bool:
         """True when ready for calls (connected and, with a key, authenticated)."""
-        return self._engine.status.status is S.CONNECTED
+        return self._engine.machine.status is S.CONNECTED
 
     @property
     def metrics(self) -> Metrics:
         """A snapshot of the client's counters."""
-        return self._engine.metrics.snapshot()
+        return self._engine.machine.metrics.snapshot()
 
     @property
     def options(self) -> ClientOptions:
@@ -667,41 +482,36 @@ class CircleWsClient:
     async def connect(self, *, keep_trying: bool = False) -> None:
         """Open and authenticate; raises ``ConnectError``/``AuthError`` if this attempt fails.
 
-        Once connected the client maintains itself. With ``keep_trying=True`` a failed first
-        attempt still raises, but the client goes on reconnecting in the background (with
-        backoff) and becomes ready when the server comes up: what ``WsManager`` uses.
+        Single-flight: a call while an attempt is in progress waits for that attempt and gets
+        its outcome; a call while the client waits to reconnect starts that attempt now. Once
+        connected the client maintains itself. With ``keep_trying=True`` a failed attempt
+        still raises, but the client goes on reconnecting in the background (with backoff)
+        and becomes ready when the server comes up: what ``WsManager`` uses.
         """
         engine = self._engine
-        engine._loop()
-        if engine.closing:
-            raise ClientClosedError(f"client for {engine.url} is closed")
-        if engine.status.status is S.CONNECTED:
+        loop = engine.bind_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if engine.machine.connect(engine.now(), waiter, keep_trying=keep_trying):
             return
-        if engine.supervisor is not None:
-            await self.wait_connected(engine.options.connect_timeout)
-            return
+        engine.flush()
         try:
-            conn = await engine.open_once()
-        except CircleWsClientError:
-            if engine.closing:
-                raise
-            if keep_trying:
-                engine.status.move(S.RECONNECTING)
-                engine.start_supervisor(None)
-            else:
-                engine.status.move(S.DISCONNECTED)
+            await waiter
+        except asyncio.CancelledError:
+            engine.machine.connect_cancelled(engine.now(), waiter)
+            engine.flush()
             raise
-        engine.start_supervisor(conn)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until the client is ready for calls; ``NotConnectedError`` after ``timeout``."""
+        """Wait until the client is ready for calls; ``NotConnectedError`` after ``timeout``,
+        or at once if it is neither connecting nor reconnecting."""
         engine = self._engine
-        loop = engine._loop()
-        if engine.status.status is S.CONNECTED:
+        loop = engine.bind_loop()
+        machine = engine.machine
+        if machine.status is S.CONNECTED:
             return
-        if engine.closing:
+        if machine.status is S.CLOSED:
             raise ClientClosedError(f"client for {engine.url} is closed")
-        if engine.supervisor is None:
+        if machine.status is S.DISCONNECTED:
             raise NotConnectedError(f"{engine.url} is not connected and not reconnecting; call connect()")
         ready: asyncio.Future[None] = loop.create_future()
 
@@ -710,10 +520,12 @@ class CircleWsClient:
                 return
             if status is S.CONNECTED:
                 ready.set_result(None)
-            elif status in (S.CLOSED, S.DISCONNECTED):
+            elif status is S.CLOSED:
+                ready.set_exception(ClientClosedError(f"client for {engine.url} was closed"))
+            elif status is S.DISCONNECTED:
                 ready.set_exception(NotConnectedError(f"{engine.url} is {status.value}"))
 
-        unsubscribe = engine.status.subscribe(watch)
+        unsubscribe = self.on_status_change(watch)
         try:
             if timeout is None:
                 await ready
@@ -724,9 +536,14 @@ class CircleWsClient:
             unsubscribe()
 
     async def disconnect(self) -> None:
-        """Close the socket, fail calls in flight with ``ClientClosedError``, cancel timers and
-        tasks, and release every resource. Idempotent; the client cannot be reused."""
-        await self._engine.close()
+        """Close the socket, fail calls in flight with ``ClientClosedError``, cancel timers,
+        and release every resource. Idempotent, never raises; the client cannot be reused."""
+        try:
+            await self._engine.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # closing must not fail the caller; it is a bug worth reporting
+            logger.exception("%s: error while disconnecting (ignored; the client is closed)", self.url)
 
     async def __aenter__(self) -> CircleWsClient:
         await self.connect()
@@ -744,15 +561,24 @@ class CircleWsClient:
             raise TypeError(f"method must be a non-empty str, got {method!r}")
         if timeout is None:
             timeout = engine.options.request_timeout
-        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        conn = engine.conn
-        if engine.status.status is not S.CONNECTED or conn is None:
-            if engine.closing:
-                raise ClientClosedError(f"client for {engine.url} is closed")
-            raise NotConnectedError(f"{engine.url} is not ready (status: {engine.status.status.value})")
-        engine._loop()
-        return await engine.request(conn, method, params, timeout)
+        elif (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
+        ):
+            raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        waiter = _CallFuture(loop=engine.bind_loop())
+        call_id = engine.machine.send_call(engine.now(), method, params, timeout, waiter)
+        engine.flush()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            engine.machine.cancel_call(call_id)  # forget it now, not when the server answers
+            if waiter.done() and not waiter.cancelled():
+                # Failed just as the caller was cancelled: mark the error seen, or the future
+                # would log it when collected.
+                waiter.exception()
+            raise
 
     async def play(self, script: str, *, timeout: float | None = None) -> PlayResult:
         """Run ``script`` on the server; ``JsonRpcError`` (code -32010) if the script fails."""
@@ -761,7 +587,7 @@ class CircleWsClient:
         result = await self.call("play", {"script": script}, timeout=timeout)
         output = result.get("output") if isinstance(result, dict) else None
         if not isinstance(output, str):
-            self._engine.metrics.bad_frames += 1
+            self._engine.machine.metrics.bad_frames += 1
             raise ProtocolError(f"play result from {self.url} has no 'output' string: {result!r:.200}")
         return PlayResult(output)
 
@@ -782,12 +608,16 @@ class CircleWsClient:
 
     async def authenticate(self) -> None:
         """Authenticate the current connection again (it is done automatically on connect)."""
-        self._require_key()
-        engine = self._engine
-        conn = engine.conn
-        if engine.status.status is not S.CONNECTED or conn is None:
-            raise NotConnectedError(f"{engine.url} is not ready (status: {engine.status.status.value})")
-        await engine.authenticate(conn)
+        key = self._require_key()
+        flow = AuthFlow(key.public_key_hex, key.sign_message)
+        method, params = flow.start()
+        try:
+            result = await self.call(method, params)
+            method, params = flow.receive_nonce(result)
+            result = await self.call(method, params)
+        except JsonRpcError as exc:
+            raise flow.receive_error(exc) from None
+        flow.receive_result(result)
 
     def _require_key(self) -> PrivateKey:
         key = self._engine.key
@@ -799,18 +629,21 @@ class CircleWsClient:
 
     def on_status_change(self, callback: StatusCallback) -> Callable[[], None]:
         """Call ``callback(status)`` on every status change; returns an unsubscribe function."""
-        return self._engine.status.subscribe(callback)
+        return _subscribe(self._engine.status_listeners, callback)
 
     def on_notification(self, callback: NotificationCallback) -> Callable[[], None]:
         """Call ``callback(method, params)`` for every server notification; returns an
         unsubscribe function."""
-        listeners = self._engine.notification_listeners
-        listeners.append(callback)
+        return _subscribe(self._engine.notification_listeners, callback)
 
-        def unsubscribe() -> None:
-            try:
-                listeners.remove(callback)
-            except ValueError:
-                pass
 
-        return unsubscribe
+def _subscribe(listeners: list[Any], callback: Any) -> Callable[[], None]:
+    listeners.append(callback)
+
+    def unsubscribe() -> None:
+        try:
+            listeners.remove(callback)
+        except ValueError:
+            pass
+
+    return unsubscribe

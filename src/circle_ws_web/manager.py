@@ -94,7 +94,7 @@ class WsManager:
             if isinstance(outcome, ClientClosedError):
                 report[client.url] = outcome  # disconnected meanwhile: nothing retries
             elif isinstance(outcome, CircleWsClientError):
-                logger.warning("%s: not connected yet (%s); retrying in the background", client.url, outcome)
+                logger.info("%s: not connected yet (%s); retrying in the background", client.url, outcome)
                 report[client.url] = outcome
             elif isinstance(outcome, BaseException):
                 raise outcome
@@ -168,7 +168,7 @@ class WsManager:
         await self.get_client(url).disconnect()
 
     async def disconnect_all(self) -> None:
-        """Close every client (idempotent)."""
+        """Close every client, all at once. Idempotent; never raises (``disconnect()`` never does)."""
         await asyncio.gather(*(client.disconnect() for client in self._clients.values()))
 
     async def __aenter__(self) -> WsManager:
