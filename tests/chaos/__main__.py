@@ -32,7 +32,7 @@ def main() -> int:
     if args.report:
         args.report.write_text(json.dumps({"figures": figures, "violations": violations, "report": report}, indent=1))
     if violations or figures["violations"]:
-        print(failure_message(figures, violations))
+        print(failure_message(figures, violations, report))
         return 1
     print(format_figures(figures))
     return 0

@@ -201,7 +201,7 @@ def format_figures(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def failure_message(figures: dict[str, Any], violations: list[str], rig: Any = None) -> str:
+def failure_message(figures: dict[str, Any], violations: list[str], report: dict[str, Any] | None = None) -> str:
     seed = figures.get("seed")
     parts = [
         f"chaos soak failed: {figures.get('violations')} violation(s); seed {seed!r} "
@@ -212,4 +212,22 @@ def failure_message(figures: dict[str, Any], violations: list[str], rig: Any = N
     ]
     if figures.get("_unexplained"):
         parts += ["", "unexplained outages:", *[f"  {u}" for u in figures["_unexplained"]]]
+    if report is not None and violations:
+        parts += _context(report, violations[0])
     return "\n".join(parts)
+
+
+def _context(report: dict[str, Any], first: str) -> list[str]:
+    """What the connection named in the first violation went through, and the faults on its server."""
+    track = next((t for t in report["tracks"] if t["name"] in first or t["url"] in first), None)
+    if track is None:
+        return []
+    server = report["servers"][track["server"]]["name"]
+    out = ["", f"{track['name']} ({track['url']}), last status changes (rig time):"]
+    out += [f"  {t:.3f} {s}" for t, s in track["log"][-12:]]
+    since = track["log"][-12][0] if len(track["log"]) >= 12 else 0.0
+    out.append(f"faults on {server} since {since:.3f}:")
+    out += [f"  {f}" for f in report.get("fault_log", []) if f["server"] == server and f["end"] >= since - 5]
+    lines = [f"  {t:.3f} {line}" for t, line in report.get("log_tail", []) if track["url"] in line and t >= since - 5]
+    out += [f"library log about {track['url']} (last {min(len(lines), 30)}):", *lines[-30:]]
+    return out

@@ -27,7 +27,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from support.servers import SRC, TEST_KEY, ServerProcess, free_port
+import support.servers
+from support.servers import TEST_KEY, ServerProcess, free_port
 
 from .proxy import DIRECTIONS, ChaosProxy
 
@@ -88,14 +89,19 @@ def make_schedule(seed: Any, seconds: float, servers: Sequence[str]) -> list[dic
         out.append(fault)
 
 
+if os.environ.get("CHAOS_SRC"):
+    # ./soak.sh --rev REV: the servers (and, through PYTHONPATH, the clients) run that revision's
+    # src/, not the working tree's.
+    support.servers.SRC = Path(os.environ["CHAOS_SRC"]).resolve()
+
 _journal_support: bool | None = None
 
 
 def server_supports_journal(python: str = sys.executable) -> bool:
-    """Whether this checkout's server has ``--journal`` (another engineer is adding it)."""
+    """Whether this checkout's server has ``--journal``."""
     global _journal_support
     if _journal_support is None:
-        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": str(support.servers.SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         out = subprocess.run([python, "-m", "circle_ws_web.server", "--help"], capture_output=True, text=True,
                              env=env, timeout=60)
         _journal_support = "--journal" in out.stdout

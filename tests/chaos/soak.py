@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import gc
 import logging
 import random
@@ -108,6 +109,7 @@ class Track:
 
     def __init__(self, soak: Soak, name: str, server: int, keyed: bool, kind: str) -> None:
         self.soak, self.name, self.server, self.keyed, self.kind = soak, name, server, keyed, kind
+        self.url = soak.servers[server]["url"]
         self.log: list[tuple[float, str]] = []
         self.calm_results = 0
 
@@ -141,21 +143,27 @@ class Track:
 
     def as_json(self, offset: float) -> dict[str, Any]:
         return {
-            "name": self.name, "server": self.server, "keyed": self.keyed, "kind": self.kind,
+            "name": self.name, "url": self.url, "server": self.server, "keyed": self.keyed, "kind": self.kind,
             "log": [[round(t + offset, 4), s] for t, s in self.log],
         }
 
 
 class _LogCounter(logging.Handler):
-    """Counts the library's log records by their message template (bounded: a few dozen)."""
+    """Counts the library's log records by their message template (bounded: a few dozen), and
+    keeps the last few hundred lines, for the failure message."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.counts: dict[str, int] = {}
+        self.tail: collections.deque[tuple[float, str]] = collections.deque(maxlen=600)
 
     def emit(self, record: logging.LogRecord) -> None:
         key = f"{record.levelname}: {record.msg}"
         self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            self.tail.append((now(), f"{record.levelname} {record.getMessage()}"[:300]))
+        except Exception:  # a bad format string in a log call: count it, keep going
+            self.tail.append((now(), f"{record.levelname} {record.msg!r}"[:300]))
 
 
 class Soak:
@@ -455,13 +463,16 @@ class Soak:
         old_propagate, lib_logger.propagate = lib_logger.propagate, False  # thousands of expected warnings
         old_level = lib_logger.level
         lib_logger.setLevel(logging.INFO)
-        old_handler = loop.get_exception_handler() if hasattr(loop, "get_exception_handler") else None
 
         def on_loop_error(_loop: Any, context: dict[str, Any]) -> None:
             self.violation(f"event loop: {context.get('message')}: {context.get('exception')!r:.300}")
 
-        if hasattr(loop, "set_exception_handler"):
+        try:  # Pyodide's WebLoop may not have these: its own handler reports to the console
+            old_handler = loop.get_exception_handler()
             loop.set_exception_handler(on_loop_error)
+            handler_set = True
+        except (AttributeError, NotImplementedError):
+            handler_set = False
         started_tracing = False
         try:
             import tracemalloc
@@ -474,13 +485,14 @@ class Soak:
         try:
             report = await self._run(baseline)
             report["log_counts"] = dict(counter.counts)
+            report["log_tail"] = [[round(t + self.offset, 4), line] for t, line in counter.tail]
             return report
         finally:
             if started_tracing:
                 import tracemalloc
 
                 tracemalloc.stop()
-            if hasattr(loop, "set_exception_handler"):
+            if handler_set:
                 loop.set_exception_handler(old_handler)
             lib_logger.removeHandler(counter)
             lib_logger.propagate = old_propagate
