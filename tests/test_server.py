@@ -35,6 +35,7 @@ from circle_ws_web.server import (
     CancelToken,
     CircleServer,
     NonceStore,
+    NonceStoreFull,
     PortInUseError,
     ScriptError,
     ScriptTimeout,
@@ -650,9 +651,11 @@ def test_nonce_store_rules() -> None:
     second = store.issue("a", scope=1)
     assert first != second and len(store) == 1
     assert store.consume("a", scope=1) == second  # the newest replaces the older
-    for key in "wxyz":
+    for key in "wxy":
         store.issue(key, scope=5)
-    assert len(store) == 3 and store.consume("w", scope=5) is None  # oldest evicted
+    with pytest.raises(NonceStoreFull):  # full: refused, nobody's pending nonce is evicted
+        store.issue("z", scope=5)
+    assert len(store) == 3 and store.consume("w", scope=5) is not None
     store.discard_scope(5)
     assert len(store) == 0
     store.issue("q", scope=6)

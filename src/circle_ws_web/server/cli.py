@@ -14,12 +14,24 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from .app import CircleServer, PortInUseError
+from .app import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_IN_FLIGHT_TOTAL,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_SCRIPT_SIZE,
+    CircleServer,
+    PortInUseError,
+)
+from .workers import DEFAULT_MEMORY_LIMIT
 
 __all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_BIND_ERROR = 2
+STOP_BOUND = 1.5
+"""Seconds a graceful stop may take before the workers are killed and the process just exits:
+SIGTERM / Ctrl-C end the server within 2 s whatever a peer or a script is doing."""
 
 
 def _port(text: str) -> int:
@@ -94,9 +106,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-message-size",
         type=_positive(int),
-        default=16 * 2**20,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
         metavar="BYTES",
-        help="largest incoming frame (default: 16 MiB)",
+        help="largest incoming frame; bigger ones close the connection with 1009 (default: 1 MiB)",
+    )
+    parser.add_argument(
+        "--max-script-size",
+        type=_positive(int),
+        default=DEFAULT_MAX_SCRIPT_SIZE,
+        metavar="BYTES",
+        help="largest play script in UTF-8 bytes, refused with -32602 (default: 65536)",
+    )
+    parser.add_argument(
+        "--script-memory-limit",
+        type=_positive(int),
+        default=DEFAULT_MEMORY_LIMIT // 2**20,
+        metavar="MIB",
+        help="memory a script may allocate in its worker (default: 512)",
+    )
+    parser.add_argument(
+        "--script-workers",
+        type=_positive(int),
+        default=4,
+        metavar="N",
+        help="worker processes evaluating scripts (default: 4)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=_positive(int),
+        default=DEFAULT_MAX_IN_FLIGHT,
+        metavar="N",
+        help=f"slow calls (play, test.delay) running per connection (default: {DEFAULT_MAX_IN_FLIGHT})",
+    )
+    parser.add_argument(
+        "--max-in-flight-total",
+        type=_positive(int),
+        default=DEFAULT_MAX_IN_FLIGHT_TOTAL,
+        metavar="N",
+        help=f"slow calls running in all (default: {DEFAULT_MAX_IN_FLIGHT_TOTAL})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"open connections; more are closed with 1013 (default: {DEFAULT_MAX_CONNECTIONS})",
     )
     parser.add_argument(
         "--journal",
@@ -133,6 +187,12 @@ async def _serve(args: argparse.Namespace) -> int:
         script_timeout=args.script_timeout,
         max_output=args.max_output,
         journal=args.journal,
+        max_script_size=args.max_script_size,
+        memory_limit=args.script_memory_limit * 2**20,
+        script_workers=args.script_workers,
+        max_in_flight=args.max_in_flight,
+        max_in_flight_total=args.max_in_flight_total,
+        max_connections=args.max_connections,
     )
     try:
         await server.start()
@@ -148,7 +208,13 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         await stop.wait()
     finally:
-        await server.stop()
+        try:
+            await asyncio.wait_for(server.stop(), STOP_BOUND)
+        except TimeoutError:
+            logging.getLogger("circle_ws_web.server").warning(
+                "stop took over %g s: killing the script workers and exiting", STOP_BOUND
+            )
+            server.kill_workers()
         for sig in installed:
             loop.remove_signal_handler(sig)
     return EXIT_OK

@@ -21,10 +21,11 @@ allocate a gigabyte; ``str([[0] * 100000] * 100000)`` far more), so this module 
 - bounded string conversion (``str()``, f-strings, ``%`` formatting, the final output) that
   estimates the size *before* building the string.
 
-Residual risk, left alone on purpose: a single C-level operation on large but legal operands
-(e.g. comparing two 100000 x 100000 nested lists) can still hold the GIL for a long time; the
-per-node deadline cannot interrupt it. This is a reference/test server, not a hostile-code
-sandbox: run untrusted input in a separate process with OS limits.
+What these limits cannot catch: a single C-level operation on large but legal operands (e.g.
+comparing two 100000 x 100000 nested lists) runs for a long time without reaching the next AST
+node, and allocation happens in C too. So the server never calls :func:`evaluate` on its event
+loop or in a thread: :mod:`.workers` runs it in worker processes with a wall-clock kill and an
+address-space limit, where such a script costs its own worker and nothing else.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "MAX_TOTAL_UNITS",
     "CancelToken",
     "ScriptError",
+    "ScriptMemoryError",
     "ScriptTimeout",
     "evaluate",
 ]
@@ -95,10 +97,18 @@ class ScriptTimeout(ScriptError):
     """The script ran past its deadline or was cancelled by the server."""
 
 
-class CancelToken:
-    """Deadline plus cancel flag shared between the event loop and the worker thread.
+class ScriptMemoryError(ScriptError):
+    """The script ran out of memory (its worker's address-space limit)."""
 
-    A plain attribute write is atomic under the GIL, so no lock is needed.
+
+MEMORY_MESSAGE = "script exceeded its memory limit"
+
+
+class CancelToken:
+    """Deadline plus cancel flag checked before every AST node.
+
+    A plain attribute write is atomic under the GIL, so no lock is needed when another thread
+    cancels.
     """
 
     __slots__ = ("deadline", "cancelled", "timeout")
@@ -285,14 +295,24 @@ def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 3] + "..."
+    return _valid_utf8(text)
+
+
+def _valid_utf8(text: str) -> str:
+    """Messages may quote script strings; a lone surrogate becomes ``\\udxxx`` (sendable)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
 
 
 def evaluate(script: str, *, max_output: int = 65536, token: CancelToken | None = None) -> str:
     """Evaluate one expression and return ``str(result)``; raise :class:`ScriptError` on failure.
 
-    Synchronous and CPU-bound: the server runs it in a worker thread. ``token`` carries the
-    deadline; the check runs before every AST node.
+    Synchronous and CPU-bound: the server runs it in a worker process (:mod:`.workers`).
+    ``token`` carries the deadline; the check runs before every AST node. Raises
+    :class:`ScriptMemoryError` on ``MemoryError``.
     """
     token = token or CancelToken()
     try:
@@ -313,8 +333,16 @@ def evaluate(script: str, *, max_output: int = 65536, token: CancelToken | None 
         output = str(value)
         if len(output) > max_output:
             raise ScriptError(f"output too large ({len(output)} characters, limit {max_output})")
+        try:
+            output.encode("utf-8")  # a text frame must be UTF-8: "\ud800" has no encoding
+        except UnicodeEncodeError as exc:
+            raise ScriptError(
+                f"output is not valid UTF-8 (lone surrogate {output[exc.start]!a} at index {exc.start})"
+            ) from None
         return output
     except ScriptError:
         raise
-    except Exception as exc:  # anything the script did wrong, RecursionError/MemoryError too
+    except MemoryError:
+        raise ScriptMemoryError(MEMORY_MESSAGE) from None
+    except Exception as exc:  # anything the script did wrong, RecursionError too
         raise ScriptError(_describe(exc)) from None
