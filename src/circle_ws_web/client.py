@@ -286,9 +286,9 @@ class _Engine:
                     else:
                         waiter.set_exception(action.error)
         elif kind is NotificationReceived:
-            for listener in list(self.notification_listeners):
+            for on_note in list(self.notification_listeners):
                 try:
-                    listener(action.method, action.params)
+                    on_note(action.method, action.params)
                 except Exception as exc:
                     self.callback_failed(exc)
         else:  # pragma: no cover - every action type is handled above

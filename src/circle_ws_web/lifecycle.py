@@ -551,36 +551,35 @@ class Lifecycle:
             self._ping_at = None
             self._set_timer(Timer.KEEPALIVE, now + self.options.keepalive_interval, now)
         msg = self.codec.parse(data)
-        kind = type(msg)
-        if kind is Response:
-            entry = self.pending.pop(msg.id)  # type: ignore[union-attr]
+        if isinstance(msg, Response):
+            entry = self.pending.pop(msg.id)
             if entry is None:
-                self._unknown_id(msg.id)  # type: ignore[union-attr]
+                self._unknown_id(msg.id)
                 return
             waiter = entry[0]
             self.metrics.record_rtt(now - entry[1])
             if waiter is _AUTH:
-                self._auth_step(now, msg.result)  # type: ignore[union-attr]
+                self._auth_step(now, msg.result)
             elif waiter is not _PING:
-                self.actions.append(ResolveCall(waiter, msg.result))  # type: ignore[union-attr]
-        elif kind is ErrorResponse:
-            entry = self.pending.pop(msg.id) if msg.id is not None else None  # type: ignore[union-attr]
+                self.actions.append(ResolveCall(waiter, msg.result))
+        elif isinstance(msg, ErrorResponse):
+            entry = self.pending.pop(msg.id) if msg.id is not None else None
             if entry is None:
-                self._unknown_id(msg.id, msg.error)  # type: ignore[union-attr]
+                self._unknown_id(msg.id, msg.error)
                 return
             waiter = entry[0]
             self.metrics.record_rtt(now - entry[1])
             if waiter is _AUTH:
                 assert self._flow is not None
-                self._attempt_failed(now, E.FRAME, self._flow.receive_error(msg.error), closed=False)  # type: ignore[union-attr]
+                self._attempt_failed(now, E.FRAME, self._flow.receive_error(msg.error), closed=False)
             elif waiter is not _PING:  # a server without ``ping`` answers -32601: alive all the same
                 self.metrics.errors += 1
-                self.actions.append(FailCall(waiter, msg.error))  # type: ignore[union-attr]
-        elif kind is Notification:
+                self.actions.append(FailCall(waiter, msg.error))
+        elif isinstance(msg, Notification):
             self.metrics.notifications += 1
-            self.actions.append(NotificationReceived(msg.method, msg.params))  # type: ignore[union-attr]
+            self.actions.append(NotificationReceived(msg.method, msg.params))
         else:
-            self._bad_frame(now, msg)  # type: ignore[arg-type]
+            self._bad_frame(now, msg)
 
     def _unknown_id(self, call_id: str | None, error: JsonRpcError | None = None) -> None:
         # Usually a late answer to a call that timed out or was cancelled: expected, so DEBUG.
