@@ -505,6 +505,18 @@ async def test_latency_delays_every_frame_to_the_client_in_order(clock: VirtualC
     assert clock.now() == 0.5
 
 
+async def test_a_client_close_discards_frames_in_flight_and_takes_a_trip(clock: VirtualClock) -> None:
+    server = FakeServer(clock=clock, latency=1.0)
+    peer = Peer(server, clock)
+    await clock.run_until(lambda: peer.events.opened)
+    server.faults.garbage()  # due at 2.0
+    await clock.advance_async(0.5)
+    peer.sock.close(1000, "bye")  # at 1.5: the echo of the close frame arrives at 2.5
+    await clock.run_until(lambda: peer.events.closed)
+    assert clock.now() == 2.5
+    assert peer.events.kinds() == ["open", "close"] and clock.pending() == []
+
+
 async def test_client_misuse_is_recorded_not_raised(server: FakeServer, clock: VirtualClock) -> None:
     events = Events()
     sock = server(URL, events, TransportOptions())

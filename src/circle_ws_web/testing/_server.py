@@ -52,6 +52,9 @@ logger = logging.getLogger("circle_ws_web.testing")
 PUBKEY_RE = re.compile(r"04[0-9a-f]{128}")
 SIGNATURE_RE = re.compile(r"[0-9a-f]{130}")
 CLOSE_ABNORMAL = 1006
+#: Slack when comparing a frame's due time with the clock (timers are set by delay, and
+#: ``now + (due - now)`` may round below ``due``).
+_EPSILON = 1e-9
 
 #: What :meth:`Faults.garbage` sends by default: frames a client must survive. The first five
 #: are bad frames (counted in ``metrics.bad_frames``), the sixth answers an id nobody asked
@@ -180,8 +183,7 @@ class FakeSocket:
             )
         was_open = self.opened
         self._server_gone(Close(self.id, code, reason, "client"))
-        self._queue.clear()
-        self._last_due = -math.inf
+        self._discard_wire()
         if was_open:
             self._push(_EV_CLOSE, code, reason)  # the server echoes the close frame
         else:  # closing a socket that is still connecting fails it, as in a browser
@@ -189,6 +191,14 @@ class FakeSocket:
             self._push(_EV_CLOSE, CLOSE_ABNORMAL, "")
 
     # -- delivery to the client -----------------------------------------------------------------
+
+    def _discard_wire(self) -> None:
+        """Forget every frame not yet delivered (and the pump that would deliver it)."""
+        self._queue.clear()
+        self._last_due = -math.inf
+        if self._pump_cancel is not None:
+            self._pump_cancel()
+            self._pump_cancel = None
 
     def _push(self, kind: int, a: Any = None, b: Any = None) -> None:
         if self._ending or self.finished:
@@ -205,7 +215,7 @@ class FakeSocket:
     def _schedule_pump(self) -> None:
         due = self._queue[0][0]
         delay = due - self.server.clock.now()
-        if delay <= 0:
+        if delay <= _EPSILON:
             self._pump_cancel = self.loop.call_soon(self._pump).cancel
         else:
             self._pump_cancel = self.server.clock.call_later(delay, self._pump)
@@ -213,6 +223,9 @@ class FakeSocket:
     def _pump(self) -> None:
         self._pump_cancel = None
         if not self._queue:
+            return
+        if self._queue[0][0] > self.server.clock.now() + _EPSILON:
+            self._schedule_pump()  # woken early (a timer rounded down): wait for the head
             return
         _, kind, a, b = self._queue.popleft()
         if self._queue:
@@ -301,8 +314,7 @@ class FakeSocket:
         if self._ending or self.finished:
             return
         self._server_gone(Close(self.id, CLOSE_ABNORMAL, why, "server"))
-        self._queue.clear()
-        self._last_due = -math.inf
+        self._discard_wire()
         self._push(_EV_ERROR, why)
         self._push(_EV_CLOSE, CLOSE_ABNORMAL, "")
 
