@@ -600,4 +600,116 @@ async def scenario_private_key_never_leaks(env):
         assert secret.lower() not in everything
 
 
+
+
+# -- the lifecycle under concurrency (fault-proof issue) -------------------------------------
+
+
+def open_sockets(c):
+    """Sockets the client's driver holds (opened or opening, not yet closed)."""
+    return len(c._engine.sockets)
+
+
+async def scenario_concurrent_connects_share_one_attempt(env):
+    c = client(env, connect_timeout=2.0)
+    seen = []
+    c.on_status_change(seen.append)
+    started = time.monotonic()
+    first, second = await asyncio.gather(c.connect(), c.connect(), return_exceptions=True)
+    assert first is None and second is None, (first, second)
+    assert time.monotonic() - started < 2.0  # not a timeout: one attempt, shared
+    assert c.status is S.CONNECTED and open_sockets(c) == 1
+    assert seen == [S.CONNECTING, S.AUTHENTICATING, S.CONNECTED], seen
+    assert (await c.whoami())["authenticated"] is True
+    # A connect() while authenticating joins that attempt too.
+    await c.disconnect()
+    c = client(env, connect_timeout=2.0)
+    joined = []
+
+    def on_status(status):
+        if status is S.AUTHENTICATING:
+            joined.append(asyncio.ensure_future(c.connect()))
+
+    c.on_status_change(on_status)
+    await c.connect()
+    assert len(joined) == 1
+    await joined[0]  # no RuntimeError, no second socket
+    assert c.status is S.CONNECTED and open_sockets(c) == 1
+    await c.disconnect()
+
+
+async def scenario_concurrent_manager_connects(env):
+    manager = (
+        ws_manager().private_key(env.key).add_server_url(env.url("auth")).add_server_url(env.url("open"))
+        .connect_timeout(2.0).reconnect(initial_delay=0.05, max_delay=0.5).build()
+    )
+    one, two = await asyncio.gather(manager.connect(), manager.connect())
+    assert one == two == {env.url("auth"): None, env.url("open"): None}
+    assert set(manager.connection_statuses().values()) == {S.CONNECTED}
+    for url in manager.urls:
+        assert open_sockets(manager.get_client(url)) == 1
+    await manager.disconnect_all()
+
+
+async def scenario_connect_while_reconnecting_waits_for_that_attempt(env):
+    c = client(env, "open", key=False, reconnect_initial_delay=5.0, reconnect_max_delay=5.0, reconnect_jitter=False,
+               connect_timeout=2.0)
+    await c.connect()
+    await env.stop("open")
+    await eventually(lambda: c.status is S.RECONNECTING, what="reconnecting")
+    started = time.monotonic()
+    try:
+        await c.connect()  # the server is down: this attempt fails, with a ConnectError
+        raise AssertionError("connect() to a server that is down must raise")
+    except ConnectError:
+        pass
+    assert time.monotonic() - started < 4.0  # that one attempt, not the 5 s backoff
+    assert c.status is S.RECONNECTING  # and the client keeps trying in the background
+    await env.start("open")
+    await c.connect()  # tries at once instead of waiting out the backoff
+    assert c.status is S.CONNECTED
+    assert (await c.play("1 + 1")).output == "2"
+    await c.disconnect()
+
+
+async def scenario_cancelled_call_leaves_the_table_at_once(env):
+    c = client(env)
+    await c.connect()
+    try:
+        await asyncio.wait_for(c.call("test.delay", {"seconds": 1.0, "result": 1}), 0.1)
+        raise AssertionError("must time out")
+    except asyncio.TimeoutError:
+        pass
+    assert len(c._engine.machine.pending) == 0  # forgotten now, not when the server answers
+    await eventually(lambda: c.metrics.unknown_ids == 1, what="the late answer, counted as unknown")
+    assert (await c.play("2 * 3")).output == "6"
+    await c.disconnect()
+
+
+async def scenario_disconnect_never_raises_in_any_state(env):
+    async def close_when(url, key, target, **options):
+        c = CircleWsClient(url, key, **{**FAST, **options})
+        reached = asyncio.get_running_loop().create_future()
+        c.on_status_change(lambda s: reached.done() or s is not target or reached.set_result(None))
+        attempt = asyncio.ensure_future(c.connect(keep_trying=True))
+        await asyncio.wait_for(reached, 10)
+        await c.disconnect()  # must not raise, whatever the attempt was doing
+        outcome = (await asyncio.gather(attempt, return_exceptions=True))[0]
+        assert outcome is None or isinstance(outcome, (ClientClosedError, ConnectError)), repr(outcome)
+        assert c.status is S.CLOSED and not c._engine.timers
+        await eventually(lambda: not c._engine.sockets, what="sockets released")
+        await c.disconnect()  # idempotent
+
+    await close_when(env.stalled_url(), env.key, S.CONNECTING)  # socket opening
+    await close_when(env.url("auth"), env.key, S.AUTHENTICATING)  # authenticating
+    await close_when(env.dead_url(), env.key, S.RECONNECTING, reconnect_initial_delay=5.0, reconnect_max_delay=5.0)  # refused, backing off
+    manager = ws_manager().private_key(env.key).add_server_url(env.dead_url()).add_server_url(env.stalled_url()) \
+        .add_server_url(env.url("auth")).connect_timeout(5.0).build()
+    connecting = asyncio.ensure_future(manager.connect())
+    await asyncio.sleep(0.05)
+    await manager.disconnect_all()
+    await asyncio.gather(connecting, return_exceptions=True)
+    assert set(manager.connection_statuses().values()) == {S.CLOSED}
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("scenario_")}
