@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from circle_ws_web import (
     AuthError,
@@ -515,6 +517,70 @@ async def test_a_client_close_discards_frames_in_flight_and_takes_a_trip(clock: 
     await clock.run_until(lambda: peer.events.closed)
     assert clock.now() == 2.5
     assert peer.events.kinds() == ["open", "close"] and clock.pending() == []
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.sampled_from(["ping", "whoami", "play", "nope"])),
+        st.tuples(st.just("advance"), st.sampled_from([0.0, 0.1, 0.5, 1.0, 3.0])),
+        st.tuples(st.just("latency"), st.sampled_from([0.0, 0.2, 1.0])),
+        st.tuples(st.just("delay"), st.sampled_from([0.0, 0.7, 2.0])),
+        st.tuples(st.sampled_from(["drop", "close", "silence", "garbage", "refuse", "stall", "client_close", "reconnect"]), st.none()),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_the_transport_contract_holds_under_any_sequence_of_faults(ops: list[tuple[str, Any]]) -> None:
+    """on_open at most once and first, on_close exactly once and last, nothing after it;
+    once every socket is closed no timer is left (a delayed answer dies with its connection),
+    whatever the faults did."""
+
+    async def scenario() -> tuple[list[Events], FakeServer, VirtualClock]:
+        clock = VirtualClock()
+        server = FakeServer(clock=clock)
+        peers = [Peer(server, clock)]
+        for op, arg in ops:
+            peer = peers[-1]
+            if op == "send" and peer.events.opened:
+                peer.send(arg, {"script": "1 + 1"} if arg == "play" else {})
+            elif op == "advance":
+                await clock.advance_async(arg)
+            elif op == "latency":
+                server.latency = arg
+            elif op == "delay":
+                server.faults.delay(arg)
+            elif op == "drop":
+                server.faults.drop()
+            elif op == "close":
+                server.faults.close(4001, "fault")
+            elif op == "silence":
+                server.faults.silence(1.0)
+            elif op == "garbage":
+                server.faults.garbage()
+            elif op == "refuse":
+                server.faults.refuse(1)
+            elif op == "stall":
+                server.faults.stall_handshake(1)
+            elif op == "client_close":
+                peer.sock.close(1000, "done")
+            elif op == "reconnect":
+                peers.append(Peer(server, clock))
+        for peer in peers:
+            peer.sock.close(1000, "end")
+        await clock.run_until(lambda: all(p.events.closed for p in peers))
+        return [p.events for p in peers], server, clock
+
+    all_events, server, clock = asyncio.run(scenario())
+    for events in all_events:
+        assert events.breaches == []
+        kinds = events.kinds()
+        assert kinds.count("close") == 1 and kinds[-1] == "close", kinds
+        assert kinds.count("open") <= 1 and (not kinds.count("open") or kinds[0] == "open"), kinds
+    assert server.sockets == 0 and server.connections == 0
+    assert clock.pending() == [] and server.callback_errors == []
 
 
 async def test_client_misuse_is_recorded_not_raised(server: FakeServer, clock: VirtualClock) -> None:
