@@ -31,6 +31,8 @@ DIALS_DEAD_SERVERS = {
     "max_attempts_ends_disconnected",
     "server_restart_reconnects_and_reauthenticates",
     "private_key_never_leaks",
+    "connect_while_reconnecting_waits_for_that_attempt",
+    "disconnect_never_raises_in_any_state",
 }
 SOCKET_REFUSED = r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/' failed"
 
