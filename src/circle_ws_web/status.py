@@ -1,15 +1,15 @@
-"""Connection status and the state machine that says which changes are legal.
+"""Where a client's connection stands, as users see it.
 
-Plain code (no I/O): the client asks :class:`StatusMachine` to move, and an illegal move is a
-bug that raises ``RuntimeError`` instead of silently confusing callers watching the status.
+Which status may follow which, and on what event, is the lifecycle's business: see
+:data:`circle_ws_web.lifecycle.TRANSITIONS`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["ConnectionStatus", "StatusMachine", "TRANSITIONS"]
+__all__ = ["ConnectionStatus"]
 
 
 class ConnectionStatus(str, enum.Enum):
@@ -49,59 +49,3 @@ def _repr_pretty_(self: ConnectionStatus, printer: Any, cycle: bool) -> None:
 
 # Attached after the class: Enum reserves _sunder_ names inside a class body.
 setattr(ConnectionStatus, "_repr_pretty_", _repr_pretty_)
-
-
-S = ConnectionStatus
-
-#: Every legal move. ``CLOSED`` is terminal; any other state may be closed.
-TRANSITIONS: dict[ConnectionStatus, frozenset[ConnectionStatus]] = {
-    S.DISCONNECTED: frozenset({S.CONNECTING, S.RECONNECTING, S.CLOSED}),
-    S.CONNECTING: frozenset({S.AUTHENTICATING, S.CONNECTED, S.DISCONNECTED, S.RECONNECTING, S.CLOSED}),
-    S.AUTHENTICATING: frozenset({S.CONNECTED, S.DISCONNECTED, S.RECONNECTING, S.CLOSED}),
-    S.CONNECTED: frozenset({S.RECONNECTING, S.DISCONNECTED, S.CLOSED}),
-    S.RECONNECTING: frozenset({S.CONNECTING, S.DISCONNECTED, S.CLOSED}),
-    S.CLOSED: frozenset(),
-}
-
-Listener = Callable[[ConnectionStatus], None]
-
-
-class StatusMachine:
-    """Holds the current status, enforces :data:`TRANSITIONS`, and tells listeners."""
-
-    def __init__(self, on_error: Callable[[BaseException], None] | None = None) -> None:
-        self._status = S.DISCONNECTED
-        self._listeners: list[Listener] = []
-        self._on_error = on_error
-
-    @property
-    def status(self) -> ConnectionStatus:
-        return self._status
-
-    def move(self, new: ConnectionStatus) -> bool:
-        """Change to ``new``; returns False when already there, raises on an illegal move."""
-        old = self._status
-        if new is old:
-            return False
-        if new not in TRANSITIONS[old]:
-            raise RuntimeError(f"illegal status change {old.value} -> {new.value}")
-        self._status = new
-        for listener in list(self._listeners):
-            try:
-                listener(new)
-            except Exception as exc:  # a user's callback must not break the client
-                if self._on_error is not None:
-                    self._on_error(exc)
-        return True
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(status)`` on every change; returns a function that unsubscribes."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            try:
-                self._listeners.remove(listener)
-            except ValueError:
-                pass
-
-        return unsubscribe

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "circle_ws_web"
-CORE = ["errors", "status", "results", "rpc", "backoff", "auth_flow", "auth", "keccak", "config", "metrics", "transport"]
+CORE = [
+    "errors", "status", "results", "rpc", "backoff", "auth_flow", "auth", "keccak", "config", "metrics", "transport",
+    "lifecycle",
+]
 ABOVE_CORE = {"client", "manager", "builder", "transports", "server"}
 
 

@@ -109,6 +109,20 @@ def test_table_is_complete_and_closed_is_terminal() -> None:
         assert row[Event.DISCONNECT] == {S.CLOSED}, status
 
 
+def test_status_moves_users_can_see() -> None:
+    """The status changes a status listener can observe, whatever the event."""
+    moves = {(old, new) for old, row in TRANSITIONS.items() for targets in row.values() for new in targets if new is not old}
+    assert moves == {
+        (S.DISCONNECTED, S.CONNECTING), (S.DISCONNECTED, S.CLOSED),
+        (S.CONNECTING, S.AUTHENTICATING), (S.CONNECTING, S.CONNECTED), (S.CONNECTING, S.DISCONNECTED),
+        (S.CONNECTING, S.RECONNECTING), (S.CONNECTING, S.CLOSED),
+        (S.AUTHENTICATING, S.CONNECTED), (S.AUTHENTICATING, S.DISCONNECTED),
+        (S.AUTHENTICATING, S.RECONNECTING), (S.AUTHENTICATING, S.CLOSED),
+        (S.CONNECTED, S.RECONNECTING), (S.CONNECTED, S.DISCONNECTED), (S.CONNECTED, S.CLOSED),
+        (S.RECONNECTING, S.CONNECTING), (S.RECONNECTING, S.CLOSED),
+    }
+
+
 def test_docs_show_the_table_the_code_uses() -> None:
     assert transitions_markdown() in DOCS.read_text(), (
         "regenerate the table in docs/lifecycle.md: python -c "
