@@ -10,7 +10,7 @@ from .auth import PrivateKey
 from .config import ClientOptions, validate_url
 from .errors import ConfigError
 from .manager import WsManager
-from .transport import TransportFactory
+from .transport import Clock, TransportFactory
 
 __all__ = ["WsManagerBuilder", "ws_manager"]
 
@@ -37,6 +37,7 @@ class WsManagerBuilder:
         self._urls: list[str] = []
         self._options = ClientOptions()
         self._factory: TransportFactory | None = None
+        self._clock: Clock | None = None
 
     def __repr__(self) -> str:
         key = "none" if self._key is None else f"{self._key.public_key_hex[:18]}…"
@@ -114,10 +115,16 @@ class WsManagerBuilder:
         self._factory = factory
         return self
 
+    def clock(self, clock: Clock) -> WsManagerBuilder:
+        """Run every client on this clock (``now()`` and ``call_later()``): for tests, a
+        :class:`circle_ws_web.testing.VirtualClock`. The platform's own clock by default."""
+        self._clock = clock
+        return self
+
     def build(self) -> WsManager:
         if not self._urls:
             raise ConfigError("no server URL: call add_server_url() at least once before build()")
-        return WsManager(self._urls, self._key, self._options, self._factory)
+        return WsManager(self._urls, self._key, self._options, self._factory, self._clock)
 
 
 def ws_manager() -> WsManagerBuilder:

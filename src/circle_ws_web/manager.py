@@ -17,7 +17,7 @@ from .errors import CircleWsClientError, ClientClosedError, ConfigError, NotConn
 from .metrics import Metrics
 from .results import PlayResult
 from .status import ConnectionStatus
-from .transport import TransportFactory
+from .transport import Clock, TransportFactory
 
 __all__ = ["WsManager"]
 
@@ -33,6 +33,7 @@ class WsManager:
         private_key: PrivateKey | str | None = None,
         options: ClientOptions | None = None,
         transport_factory: TransportFactory | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """Validate everything here, as the builder does, so a manager built directly fails
         at once with a ``ConfigError`` naming the problem instead of later, mid-connect.
@@ -64,8 +65,10 @@ class WsManager:
             raise ConfigError(f"options must be a ClientOptions, got {type(options).__name__}")
         if transport_factory is not None and not callable(transport_factory):
             raise ConfigError(f"transport_factory must be callable, got {type(transport_factory).__name__}")
+        if clock is not None and not (callable(getattr(clock, "now", None)) and callable(getattr(clock, "call_later", None))):
+            raise ConfigError(f"clock must have now() and call_later(), got {type(clock).__name__}")
         self._clients: dict[str, CircleWsClient] = {
-            url: CircleWsClient._from_options(url, private_key, options, transport_factory) for url in checked
+            url: CircleWsClient._from_options(url, private_key, options, transport_factory, clock) for url in checked
         }
 
     def __repr__(self) -> str:

@@ -253,3 +253,13 @@ def test_direct_manager_options_must_be_client_options():
         WsManager(["ws://127.0.0.1:1"], None, {"request_timeout": 3})
     with pytest.raises(ConfigError, match="transport_factory must be callable, got str"):
         WsManager(["ws://127.0.0.1:1"], None, None, "native")
+
+
+def test_clock_reaches_every_client():
+    from circle_ws_web.testing import VirtualClock
+
+    clock = VirtualClock()
+    manager = ws_manager().add_server_url("ws://a.example").add_server_url("ws://b.example").clock(clock).build()
+    assert all(manager.get_client(u)._engine.clock is clock for u in manager.urls)
+    with pytest.raises(ConfigError, match="clock must have now"):
+        WsManager(["ws://a.example"], clock=object())
