@@ -18,7 +18,7 @@ import pytest
 from chaos.analysis import failure_message, format_figures
 from chaos.cpython import run
 from chaos.proxy import ChaosProxy
-from chaos.rig import make_schedule
+from chaos.rig import FAULT_KINDS, make_schedule
 from support.servers import free_port
 
 SECONDS = float(os.environ.get("CHAOS_SECONDS", "40"))
@@ -36,9 +36,7 @@ async def test_chaos_soak(tmp_path):
 def test_schedule_is_a_function_of_the_seed():
     a = make_schedule("7", 30, ["x", "y"])
     assert a == make_schedule("7", 30, ["x", "y"]) and a != make_schedule("8", 30, ["x", "y"])
-    assert {f["kind"] for f in make_schedule("7", 600, ["x", "y"])} == {
-        "drop", "cut", "delay", "blackhole", "refuse", "restart"
-    }
+    assert {f["kind"] for f in make_schedule("7", 600, ["x", "y"])} == set(FAULT_KINDS)
     for f in a:  # every window ends within the run
         assert f["at"] + f.get("duration", 0) <= 30 + 0.1
 
@@ -151,6 +149,42 @@ async def test_proxy_drop_rst_fin_and_refuse():
         reader, writer = await _open(proxy)
         writer.write(b"back")
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"back"
+        writer.close()
+    finally:
+        await proxy.close()
+        server.close()
+
+
+async def test_proxy_half_open_keeps_the_client_side_silent():
+    server, proxy = await _proxied()
+    try:
+        reader, writer = await _open(proxy)
+        writer.write(b"x")
+        await asyncio.wait_for(reader.readexactly(1), 5)
+        assert proxy.half_open() == 1
+        writer.write(b"anyone there?")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.read(10), 0.5)  # no answer, no FIN, no RST
+        assert proxy.links == 1
+        writer.close()  # the client gives up: the link goes
+        for _ in range(100):
+            if proxy.links == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert proxy.links == 0
+    finally:
+        await proxy.close()
+        server.close()
+
+
+async def test_proxy_drip_delivers_everything_in_order():
+    server, proxy = await _proxied()
+    try:
+        reader, writer = await _open(proxy)
+        proxy.set_drip(True)
+        payload = bytes(range(256)) * 4
+        writer.write(payload)
+        assert await asyncio.wait_for(reader.readexactly(len(payload)), 10) == payload
         writer.close()
     finally:
         await proxy.close()

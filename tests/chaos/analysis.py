@@ -94,7 +94,8 @@ def _outages(report: dict[str, Any], faults: list[dict[str, Any]], v: Any) -> di
     opts = report["config"]["client"]
     names = [s["name"] for s in report["servers"]]
     chaos_started = report["timing"].get("chaos_started", 0.0)
-    lookback = opts["keepalive_interval"] + opts["keepalive_timeout"] + 1.0
+    detect = opts["keepalive_interval"] + opts["keepalive_timeout"]
+    lookback = detect + 1.0
     bound = opts["connect_timeout"] + opts["reconnect_max_delay"] + RECOVERY_SLACK
     recoveries: list[float] = []
     unexplained: list[str] = []
@@ -121,9 +122,12 @@ def _outages(report: dict[str, Any], faults: list[dict[str, Any]], v: Any) -> di
                     if recovery > worst[0]:
                         cause = max((f for f in near if f["end"] <= t), key=lambda f: f["end"])
                         worst = (recovery, f"{track['name']} after {cause['kind']} ended at {cause['end']:.2f}")
-                    if recovery > bound:
-                        v(f"{track['name']}: CONNECTED again {recovery:.2f}s after the fault ended (bound {bound:g}s): "
-                          f"{worst[1] if worst[0] == recovery else ''}")
+                    cause = max((f for f in near if f["end"] <= t), key=lambda f: f["end"], default=None)
+                    # A half-open connection is only found out by the keep-alive.
+                    limit = bound + (detect if cause is not None and cause["kind"] == "halfopen" else 0.0)
+                    if recovery > limit:
+                        v(f"{track['name']}: CONNECTED again {recovery:.2f}s after a {cause['kind'] if cause else '?'} "
+                          f"on {server} ended at {t - recovery:.2f} (bound {limit:g}s)")
                     left = None
                 seen_connected = True
             elif seen_connected and left is None and t >= chaos_started:
@@ -166,7 +170,11 @@ def analyze(
         "late (> timeout + 0.5 s)": counts.get("late (over timeout + 0.5 s)", 0),
         "worst overshoot past a call's timeout": f"{report['worst_overshoot']} s",
         "reconnects (client metrics)": sum(m.get("reconnects", 0) for m in report["metrics"].values()),
-        "churned clients (connect, call, disconnect)": counts.get("churn clients", 0),
+        "churned clients (connect, calls, disconnect)": counts.get("churn clients", 0),
+        "churn: disconnect() while": ", ".join(
+            f"{k[len('churn disconnect while '):]} {n}" for k, n in sorted(counts.items()) if k.startswith("churn disconnect while ")),
+        "connect() / wait_connected() while not ready": (
+            f"{counts.get('connect() while not ready', 0)} / {counts.get('wait_connected()', 0)}"),
         "worst connect() / disconnect()": f"{report['worst_connect']} s / {report['worst_disconnect']} s",
     }
     figures.update(_outages(report, faults, v))

@@ -17,7 +17,12 @@ Faults (all bounded: every window has an end, and ``heal()`` ends them all at on
 * ``arm_cut(direction)``: the next chunk in that direction goes out half, then the connection
   is reset: a frame cut in the middle;
 * ``set_refusing(True)``: the listening socket is closed, so new connections are refused
-  (``ECONNREFUSED``); live ones are untouched.
+  (``ECONNREFUSED``); live ones are untouched;
+* ``half_open()``: the server side of live connections is reset, the client side stays open
+  and silent: the server is gone but the client hears nothing, ever (only its keep-alive can
+  tell);
+* ``set_drip(True)``: chunks go out in pieces of 1-7 bytes, a moment apart, so frames arrive
+  split across many reads.
 
 A connection whose server side cannot be reached (the server is down) is reset at once, which
 is what a client sees when the server process is gone.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import socket
 import struct
 import time
@@ -64,6 +70,7 @@ class Stats:
     dropped_rst: int = 0
     dropped_fin: int = 0
     cuts: int = 0
+    half_open: int = 0
     bytes_c2s: int = 0
     bytes_s2c: int = 0
 
@@ -78,6 +85,8 @@ class _Link:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cut: set[str] = field(default_factory=set)
     closed: bool = False
+    #: The server side was reset; the client side is held open, and nothing goes to it.
+    mute: bool = False
 
 
 class ChaosProxy:
@@ -88,6 +97,7 @@ class ChaosProxy:
         self.clock = clock
         self.stats = Stats()
         self.latency = {d: 0.0 for d in DIRECTIONS}
+        self.drip = False
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
@@ -171,6 +181,25 @@ class ChaosProxy:
             link.cut.add(direction)
         return len(links)
 
+    def half_open(self, pick: Callable[[list[int]], list[int]] | None = None) -> int:
+        """Reset the server side of the chosen live connections, keep their client side open
+        and silent until the client gives up on it; returns how many."""
+        links = sorted((link for link in self._links if not link.mute), key=lambda link: link.id)
+        if pick is not None:
+            chosen = set(pick([link.id for link in links]))
+            links = [link for link in links if link.id in chosen]
+        for link in links:
+            link.mute = True
+            for task in link.tasks[2:]:  # the s2c pair: nothing more reaches the client
+                task.cancel()
+            if link.server is not None:
+                _reset(link.server)
+            self.stats.half_open += 1
+        return len(links)
+
+    def set_drip(self, on: bool) -> None:
+        self.drip = on
+
     def disarm_cuts(self) -> None:
         for link in self._links:
             link.cut.clear()
@@ -191,6 +220,7 @@ class ChaosProxy:
         """End every fault now: no latency, no black hole, listening, no cut armed."""
         for d in DIRECTIONS:
             self.latency[d] = 0.0
+        self.drip = False
         self._flowing.set()
         self.disarm_cuts()
         await self.set_refusing(False)
@@ -258,6 +288,8 @@ class ChaosProxy:
                         break
                     await asyncio.sleep(wait)
                 await self._flowing.wait()  # a black hole may have opened while we slept
+                if link.mute:
+                    continue  # half-open: what the client sends goes nowhere
                 if direction in link.cut:
                     half = data[: len(data) // 2]
                     if half:
@@ -269,14 +301,35 @@ class ChaosProxy:
                     self.stats.cuts += 1
                     self._close_link(link, rst=True)
                     return
-                dst.write(data)
+                if self.drip and len(data) > 1:
+                    rng = random.Random(len(data))
+                    i = 0
+                    while i < len(data):
+                        step = rng.randint(1, 7)
+                        dst.write(data[i : i + step])
+                        i += step
+                        await dst.drain()
+                        await asyncio.sleep(0.0005)
+                else:
+                    dst.write(data)
+                    await dst.drain()
                 if direction == "c2s":
                     self.stats.bytes_c2s += len(data)
                 else:
                     self.stats.bytes_s2c += len(data)
-                await dst.drain()
         except (ConnectionError, OSError):
-            self._close_link(link, rst=True)
+            if link.mute:  # the server side was reset on purpose: keep swallowing
+                await self._swallow(link, queue)
+            else:
+                self._close_link(link, rst=True)
+        except asyncio.CancelledError:
+            pass
+
+    async def _swallow(self, link: _Link, queue: asyncio.Queue[tuple[float, bytes] | None]) -> None:
+        try:
+            while await queue.get() is not _EOF:
+                pass
+            self._close_link(link, rst=False)
         except asyncio.CancelledError:
             pass
 

@@ -38,8 +38,11 @@ __all__ = ["ChaosRig", "make_schedule", "server_supports_journal", "DEFAULT_SERV
 DEFAULT_SERVERS: tuple[tuple[str, bool], ...] = (("auth1", True), ("open1", False), ("auth2", True))
 
 #: kind: weight. Windowed kinds hold a server for a while; at most one at a time per server.
-FAULT_KINDS = {"drop": 3.0, "cut": 2.0, "delay": 2.0, "blackhole": 1.5, "refuse": 1.0, "restart": 1.0}
-WINDOWED = frozenset({"delay", "blackhole", "refuse", "restart"})
+FAULT_KINDS = {
+    "drop": 3.0, "cut": 2.0, "delay": 2.0, "blackhole": 1.5, "refuse": 1.0, "restart": 1.0,
+    "halfopen": 1.0, "drip": 1.0,
+}
+WINDOWED = frozenset({"delay", "blackhole", "refuse", "restart", "drip"})
 #: Seconds between two faults (anywhere), drawn uniformly.
 GAP = (0.2, 1.6)
 #: What a restart holds its server for, besides its down time (the new process's start-up).
@@ -78,6 +81,10 @@ def make_schedule(seed: Any, seconds: float, servers: Sequence[str]) -> list[dic
         elif kind == "cut":
             fault["direction"] = rng.choice(DIRECTIONS)
             fault["one"] = rng.random() < 0.6
+        elif kind == "halfopen":
+            fault["one"] = rng.random() < 0.6
+        elif kind == "drip":
+            fault["duration"] = round(min(left, rng.uniform(0.5, 3.0)), 3)
         if kind in WINDOWED:
             hold = fault.get("duration", 0.0) + fault.get("down", 0.0) + (RESTART_MARGIN if kind == "restart" else 0.0)
             if busy_until[server] > t:
@@ -316,6 +323,16 @@ class ChaosRig:
             finally:
                 await proxy.set_refusing(False)
                 self._log(fault, start, links=n)
+        elif kind == "halfopen":
+            n = proxy.half_open(pick=pick)
+            self._log(fault, start, links=n)
+        elif kind == "drip":
+            proxy.set_drip(True)
+            try:
+                await asyncio.sleep(fault["duration"])
+            finally:
+                proxy.set_drip(False)
+                self._log(fault, start)
         elif kind == "restart":
             try:
                 await asyncio.to_thread(server.stop)

@@ -84,8 +84,8 @@ DEFAULTS: dict[str, Any] = {
     "play_workers": 2,
     "ping_workers": 1,
     "manager_workers": 2,
-    "churn_workers": 1,
-    "timeouts": [0.5, 1.0, 2.0, 3.0, None],  # per call; None: the client's request_timeout
+    "churn_workers": 2,
+    "timeouts": [0.1, 0.5, 1.0, 2.0, 3.0, None],  # per call; None: the client's request_timeout
     "max_calls": 5_000_000,
     "pause": 0.02,
     "tracemalloc": True,
@@ -188,6 +188,10 @@ class Soak:
         self.worst_disconnect = 0.0
         self.offset = 0.0
         self.memory: dict[str, Any] = {}
+        #: Cleared while memory is measured: workers wait before their next call.
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.in_flight = 0
         self.timing: dict[str, Any] = {}
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -214,6 +218,14 @@ class Soak:
     async def bounded(self, make: Callable[[], Any], limit: float) -> tuple[str, Any, float]:
         """Run ``make()`` as a task; ("done", task, elapsed) or ("hang", None, elapsed) past
         ``limit`` (then waited ``hang_grace`` more and cancelled, so the soak never hangs)."""
+        await self.gate.wait()
+        self.in_flight += 1
+        try:
+            return await self._bounded(make, limit)
+        finally:
+            self.in_flight -= 1
+
+    async def _bounded(self, make: Callable[[], Any], limit: float) -> tuple[str, Any, float]:
         started = now()
         task = asyncio.ensure_future(make())
         done, _ = await asyncio.wait({task}, timeout=limit)
@@ -244,7 +256,7 @@ class Soak:
         if not isinstance(outcome, CircleWsClientError) or isinstance(outcome, asyncio.CancelledError):
             self.violation(f"{track.name}: {what} raised an untyped {type(outcome).__name__}: {outcome!r:.300}")
             return UNTYPED
-        if phase in ("warmup", "calm"):
+        if phase in ("warmup", "calm") and self.phase == phase:
             self.violation(f"{track.name}: {what} failed with the network healthy: {name}: {outcome}")
         elif not isinstance(outcome, EXPECTED):
             self.violation(f"{track.name}: {what} failed with an unexpected {name}: {outcome}")
@@ -308,6 +320,14 @@ class Soak:
             timeout = self.pick_timeout()
             self.count("pings")
             code, _ = await self.one_call(track, "ping", lambda: client.ping(timeout=timeout), timeout, "pong")
+            if code == NOT_CONNECTED and self.rng.random() < 0.2:
+                bound = self.opts["connect_timeout"] + self.cfg["slack"]
+                if self.rng.random() < 0.5:  # starts the attempt now, or joins the one in progress
+                    await self.lifecycle_call(track, "connect() while not ready", client.connect, bound)
+                else:
+                    wait = self.rng.uniform(0.1, 2.0)
+                    await self.lifecycle_call(track, "wait_connected()", lambda: client.wait_connected(wait),
+                                              wait + self.cfg["slack"])
             await self.pause(code)
 
     async def manager_worker(self, unit: int, manager: Any, tracks: list[Track]) -> None:
@@ -345,16 +365,44 @@ class Soak:
             self.outcome[n] = code
             await self.pause(code)
 
+    async def lifecycle_call(self, track: Track, what: str, make: Callable[[], Any], bound: float) -> Any:
+        """``connect()`` / ``wait_connected()``: ends within ``bound`` with None or a typed error
+        (ClientClosedError only once the client is being closed). Returns the outcome."""
+        self.count(what)
+        phase = self.phase
+        state, task, elapsed = await self.bounded(make, bound)
+        if what.startswith("connect"):
+            self.worst_connect = max(self.worst_connect, elapsed)
+        if state == "hang":
+            self.count("hangs")
+            self.violation(f"{track.name}: {what} did not end within {bound:g}s (waited {elapsed:.1f}s)")
+            return None
+        exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if exc is None:
+            return None
+        name = type(exc).__name__
+        self.errors[f"{what}: {name}"] = self.errors.get(f"{what}: {name}", 0) + 1
+        if not isinstance(exc, CircleWsClientError):
+            self.violation(f"{track.name}: {what} raised an untyped {name}: {exc!r:.300}")
+        elif phase in ("warmup", "calm") and self.phase == phase and not isinstance(exc, ClientClosedError):
+            self.violation(f"{track.name}: {what} failed with the network healthy: {name}: {exc}")
+        return exc
+
     async def churn_worker(self, unit: int) -> None:
-        """Short-lived clients: connect (sometimes disconnect while it is in progress), one call,
-        disconnect. Checks each one's bounds and statuses at once, then lets it go."""
-        bound = self.opts["connect_timeout"] + self.cfg["slack"]
+        """Short-lived clients: connect (sometimes twice at once, sometimes disconnecting while
+        it is in progress), live a random while making calls through whatever the network does,
+        then disconnect in whatever state they are. Each one's bounds and statuses are checked
+        at once, then it is let go (so memory must not grow with their number)."""
+        opts, cfg = self.opts, self.cfg
+        bound = opts["connect_timeout"] + cfg["slack"]
         while self.running():
             i = self.rng.randrange(len(self.servers))
             track = Track(self, f"churn({self.servers[i]['name']})", i, True, "churn")
-            client = CircleWsClient(self.servers[i]["url"], self.env.key, **self.opts)
+            client = CircleWsClient(self.servers[i]["url"], self.env.key, **opts)
             client.on_status_change(track)
-            early = self.rng.random() < 0.3
+            early = self.rng.random() < 0.2
+            double = self.rng.random() < 0.3
+            life = self.rng.uniform(0, 4.0)
             self.count("churn clients")
             disconnects: list[asyncio.Future[Any]] = []
             if early:
@@ -365,39 +413,39 @@ class Soak:
                     await self.disconnect(client, track.name)
 
                 disconnects.append(asyncio.ensure_future(disconnect_soon()))
-            state, task, elapsed = await self.bounded(client.connect, bound)
-            self.worst_connect = max(self.worst_connect, elapsed)
-            connected = False
-            if state == "hang":
-                self.count("hangs")
-                self.violation(f"{track.name}: connect() did not end within connect_timeout + slack ({elapsed:.1f}s)")
-            else:
-                exc = task.exception()
-                if exc is None:
-                    connected = True
-                    self.count("churn connected")
-                elif isinstance(exc, ClientClosedError) and early:
-                    self.count("churn connect ended by disconnect")
-                elif not isinstance(exc, CircleWsClientError) or isinstance(exc, ClientClosedError):
-                    self.violation(f"{track.name}: connect() raised {type(exc).__name__}: {exc!r:.300}")
-                else:
-                    name = type(exc).__name__
-                    self.errors[f"connect: {name}"] = self.errors.get(f"connect: {name}", 0) + 1
-                    if self.phase in ("warmup", "calm"):
-                        self.violation(f"{track.name}: connect() failed with the network healthy: {exc}")
-            if connected and not early:
-                n = self.new_call(i)
-                text = f"c{unit}-n{n}"
-                timeout = self.pick_timeout()
-                code, _ = await self.one_call(
-                    track, f"play #{n}", lambda: self._play_output(client.play(f"'{text}'", timeout=timeout)), timeout, text)
-                self.outcome[n] = code
+            attempts = [self.lifecycle_call(track, "connect()", client.connect, bound)]
+            if double:  # single-flight: both callers get the one attempt's outcome
+                attempts.append(self.lifecycle_call(track, "connect() (second caller)", client.connect, bound))
+            outcomes = await asyncio.gather(*attempts)
+            if double and (outcomes[0] is None) != (outcomes[1] is None) and not early:
+                self.violation(f"{track.name}: two concurrent connect() calls disagree: {outcomes[0]!r} / {outcomes[1]!r}")
+            if outcomes[0] is None and not early:
+                self.count("churn connected")
+                until = now() + life
+                while self.running() and now() < until and client.status is not S.CLOSED:
+                    n = self.new_call(i)
+                    text = f"c{unit}-n{n}"
+                    timeout = self.pick_timeout()
+                    code, _ = await self.one_call(
+                        track, f"play #{n}", lambda: self._play_output(client.play(f"'{text}'", timeout=timeout)),
+                        timeout, text)
+                    self.outcome[n] = code
+                    if code == NOT_CONNECTED and self.rng.random() < 0.5:
+                        if self.rng.random() < 0.5:
+                            await self.lifecycle_call(track, "connect() while not ready", client.connect, bound)
+                        else:
+                            wait = self.rng.uniform(0.1, 2.0)
+                            await self.lifecycle_call(track, "wait_connected()", lambda: client.wait_connected(wait),
+                                                      wait + cfg["slack"])
+                    await self.pause(code)
             if disconnects:
                 await asyncio.gather(*disconnects)
+            status = client.status.value
+            self.count(f"churn disconnect while {status}")
             await self.disconnect(client, track.name)
             await self.disconnect(client, track.name)  # idempotent
             track.check(client.status)
-            del client, track, task
+            del client, track, disconnects, attempts
             await asyncio.sleep(self.rng.uniform(0.05, 0.3))
 
     async def disconnect(self, target: Any, name: str) -> None:
@@ -432,6 +480,7 @@ class Soak:
             return None
         if not tracemalloc.is_tracing():
             return None
+        started = now()
         gc.collect()
         snap = tracemalloc.take_snapshot()
         lib = snap.filter_traces([tracemalloc.Filter(True, "*circle_ws_web*"), tracemalloc.Filter(True, "*websockets*")])
@@ -440,6 +489,7 @@ class Soak:
         return {
             "library_mb": round(sum(s.size for s in lib.statistics("filename")) * mb, 3),
             "traced_mb": round(tracemalloc.get_traced_memory()[0] * mb, 3),
+            "took_s": round(now() - started, 3),
         }
 
     def all_connected(self, clients: list[CircleWsClient]) -> bool:
@@ -558,7 +608,14 @@ class Soak:
         for _ in range(cfg["churn_workers"]):
             workers.append(asyncio.ensure_future(self.churn_worker(churn_unit)))
         await asyncio.sleep(cfg["warmup"])
+        # Measure with no call in flight: a snapshot holds the loop for a few hundred ms, which
+        # would make calls with short timeouts time out for no fault of the network.
+        self.gate.clear()
+        quiet_by = now() + 15.0
+        while self.in_flight and now() < quiet_by:
+            await asyncio.sleep(0.01)
         self.memory["warm"] = self.memory_sample()
+        self.gate.set()
 
         self.phase = "chaos"
         await self.env.begin_chaos(cfg["seconds"])
