@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 
@@ -710,6 +711,33 @@ async def scenario_disconnect_never_raises_in_any_state(env):
     await manager.disconnect_all()
     await asyncio.gather(connecting, return_exceptions=True)
     assert set(manager.connection_statuses().values()) == {S.CLOSED}
+
+
+async def scenario_keepalive_survives_a_malformed_ping_answer(env):
+    """Hostile-testing item 3, on virtual time with the test kit: one malformed answer to a
+    ping must not end keep-alive; a later silence is still found within interval + timeout."""
+    from circle_ws_web.testing import NO_ANSWER, FakeServer, VirtualClock
+
+    clock = VirtualClock()
+    server = FakeServer(require_auth=True, clock=clock)
+    c = CircleWsClient("ws://fake", env.key, transport_factory=server, clock=clock,
+                       **{**FAST, "keepalive_interval": 5.0, "keepalive_timeout": 2.0})
+    await clock.run_until_complete(c.connect())
+    server.faults.answer_with("ping", NO_ANSWER, times=1)
+    await clock.run_until(lambda: server.requests_for("ping"))
+    assert clock.now() == 5.0
+    ping = server.requests_for("ping")[0]
+    server.faults.garbage(['{"jsonrpc":"2.0","id":%s}' % json.dumps(ping.id)])  # neither result nor error
+    await clock.advance_async(1.0)
+    assert c.status is S.CONNECTED and c.metrics.bad_frames == 1
+    server.faults.silence()
+    lost_at = clock.now()
+    await clock.run_until(lambda: c.status is S.RECONNECTING)
+    assert clock.now() - lost_at <= 5.0 + 2.0  # found within interval + timeout
+    await clock.run_until(lambda: c.status is S.CONNECTED)
+    assert len(server.requests_for("fetch_nonce")) == 2  # re-authenticated on the new socket
+    await c.disconnect()
+    assert not clock.pending()
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("scenario_")}
