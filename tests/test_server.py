@@ -628,6 +628,11 @@ def test_constructor_validates() -> None:
         {"script_timeout": 0},
         {"max_output": 0},
         {"nonce_ttl": 0},
+        {"max_script_size": 0},
+        {"max_in_flight": 0},
+        {"max_connections": 0},
+        {"memory_limit": 0},
+        {"queue_timeout": 0},
     ):
         with pytest.raises(ValueError):
             CircleServer(**kwargs)  # type: ignore[arg-type]

@@ -68,13 +68,15 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 DEFAULT_MAX_SCRIPT_SIZE = 64 * 2**10
 DEFAULT_MAX_IN_FLIGHT = 32
 DEFAULT_MAX_IN_FLIGHT_TOTAL = 1024
-DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_MAX_CONNECTIONS = 256
 MAX_QUEUED_FRAMES = 4
 """Frames ``websockets`` buffers per connection before it stops reading the socket."""
 LARGE_FRAME = 64 * 2**10
-MAX_COMMAS = 100_000
+MAX_COMMAS = 20_000
 """A frame over ``LARGE_FRAME`` with more commas (so ~2x more JSON values) is refused unparsed:
-parsing 1 MiB of ``[[],[],...]`` would hold the loop for ~100 ms; this caps it near 15 ms."""
+parsing 1 MiB of ``[1.5e300,...]`` or ``[{"a":[0]},...]`` held the loop for 40-100 ms; 20,000
+commas cost a few ms. (A request is a handful of values; only a script of 64 KiB that is one
+third commas, e.g. a huge list literal, comes near this.)"""
 
 GARBAGE_FRAMES: tuple[str | bytes, ...] = (
     "not json",
