@@ -41,7 +41,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.connects: list[Waiter] = []
         self.checked = 0  # how much of the action log the invariants have seen
         self.status = S.DISCONNECTED
-        self.sockets_seen: set[int] = set()
+        self.made = 0  # calls made so far: each gets a script of its own
 
     @property
     def m(self):  # type: ignore[no-untyped-def]
@@ -69,7 +69,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(timeout=st.floats(0.1, 60.0))
     def call(self, timeout: float) -> None:
         try:
-            waiter, call_id = self.d.call(params={"script": f"s{len(self.calls)}"}, timeout=timeout)
+            self.made += 1
+            waiter, call_id = self.d.call(params={"script": f"s{self.made}"}, timeout=timeout)
         except NotConnectedError:
             assert self.m.status is not S.CONNECTED
             return
