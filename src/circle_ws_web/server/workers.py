@@ -30,7 +30,6 @@ import signal
 import socket
 import struct
 import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from multiprocessing.process import BaseProcess
@@ -313,8 +312,6 @@ class ScriptPool:
         except asyncio.CancelledError:  # the caller went away: let the script finish, or kill it
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             self._reclaim_later(worker, reply, remaining + self.kill_grace)
-            raise
-        except WorkerCrashed:
             raise
         self._after_job(worker, kind)
         if kind == _OUTPUT:
