@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import inspect
 import itertools
 import json
 import logging
@@ -275,6 +276,10 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace")
+
+
+# websockets >= 14 sends UTF-8 bytes as a text frame (no second encoding); 13 only takes str.
+_SEND_TAKES_TEXT = "text" in inspect.signature(ServerConnection.send).parameters
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -552,7 +557,10 @@ class CircleServer:
             return
         try:
             if type(text) is str:
-                await conn.ws.send(_utf8(text), text=True)
+                if _SEND_TAKES_TEXT:
+                    await conn.ws.send(_utf8(text), text=True)
+                else:  # pragma: no cover - websockets 13
+                    await conn.ws.send(_utf8(text).decode("utf-8"))
             else:
                 await conn.ws.send(text)
         except ConnectionClosed:
