@@ -10,7 +10,7 @@ from .auth import PrivateKey
 from .config import ClientOptions, validate_url
 from .errors import ConfigError
 from .manager import WsManager
-from .transport import Clock, TransportFactory
+from .transport import Clock, PageEvents, TransportFactory
 
 __all__ = ["WsManagerBuilder", "ws_manager"]
 
@@ -38,6 +38,7 @@ class WsManagerBuilder:
         self._options = ClientOptions()
         self._factory: TransportFactory | None = None
         self._clock: Clock | None = None
+        self._page_events: PageEvents | None = None
 
     def __repr__(self) -> str:
         key = "none" if self._key is None else f"{self._key.public_key_hex[:18]}…"
@@ -115,6 +116,19 @@ class WsManagerBuilder:
         self._factory = factory
         return self
 
+    def lifecycle(self, enabled: bool = True) -> WsManagerBuilder:
+        """In a browser, follow the page's lifecycle: wait while offline and reconnect at once on
+        ``online``; check connections when the page becomes visible or resumes; close on
+        ``pagehide`` (for the back-forward cache) and reconnect on ``pageshow``. On by default;
+        ``lifecycle(False)`` turns all of it off. No effect in CPython."""
+        return self._tune(lifecycle=enabled)
+
+    def page_events(self, source: PageEvents) -> WsManagerBuilder:
+        """Take the page's lifecycle events from ``source`` (for tests:
+        :class:`circle_ws_web.testing.FakePageEvents`); the browser's own by default."""
+        self._page_events = source
+        return self
+
     def clock(self, clock: Clock) -> WsManagerBuilder:
         """Run every client on this clock (``now()`` and ``call_later()``): for tests, a
         :class:`circle_ws_web.testing.VirtualClock`. The platform's own clock by default."""
@@ -124,7 +138,7 @@ class WsManagerBuilder:
     def build(self) -> WsManager:
         if not self._urls:
             raise ConfigError("no server URL: call add_server_url() at least once before build()")
-        return WsManager(self._urls, self._key, self._options, self._factory, self._clock)
+        return WsManager(self._urls, self._key, self._options, self._factory, self._clock, self._page_events)
 
 
 def ws_manager() -> WsManagerBuilder:

@@ -52,7 +52,7 @@ from .lifecycle import (
 from .metrics import Metrics
 from .results import PlayResult
 from .status import ConnectionStatus
-from .transport import CallLater, Clock, Transport, TransportFactory, TransportOptions
+from .transport import CallLater, Clock, PageEvents, Transport, TransportFactory, TransportOptions
 
 __all__ = ["CircleWsClient"]
 
@@ -195,15 +195,18 @@ class _Engine:
         options: ClientOptions,
         transport_factory: TransportFactory | None,
         clock: Clock | None,
+        page_events: PageEvents | None = None,
     ) -> None:
         from .transports import current_platform
 
-        platform = None if transport_factory is not None and clock is not None else current_platform()
+        platform = current_platform()
         self.url = url
         self.key = key
         self.options = options
-        self.factory: TransportFactory = transport_factory or platform.transport_factory  # type: ignore[union-attr]
-        self.clock: Clock = clock or _PlatformClock(platform.call_later)  # type: ignore[union-attr]
+        self.factory: TransportFactory = transport_factory or platform.transport_factory
+        self.clock: Clock = clock or _PlatformClock(platform.call_later)
+        self.page_events = (page_events or platform.page_events) if options.lifecycle else None
+        self._unsubscribe_page: Callable[[], None] | None = None
         self.now = self.clock.now
         self.machine = Lifecycle(
             url,
@@ -224,6 +227,8 @@ class _Engine:
         loop = asyncio.get_running_loop()
         if self.loop is None:
             self.loop = loop
+            if self.page_events is not None and self.machine.status is not S.CLOSED:
+                self._unsubscribe_page = self.page_events.subscribe(self.on_page_event)
         elif loop is not self.loop:
             raise RuntimeError("a CircleWsClient is bound to the event loop it was first used on")
         return loop
@@ -321,6 +326,27 @@ class _Engine:
         self.machine.timer_fired(self.now(), timer)
         self.flush()
 
+    def on_page_event(self, name: str) -> None:
+        """A browser lifecycle event (see :data:`circle_ws_web.transport.PAGE_EVENTS`)."""
+        machine = self.machine
+        handler = {
+            "offline": machine.network_offline,
+            "online": machine.network_online,
+            "wake": machine.wake,
+            "pagehide": machine.page_hide,
+            "pageshow": machine.page_show,
+        }.get(name)
+        if handler is None:
+            logger.debug("%s: unknown page event %r ignored", self.url, name)
+            return
+        handler(self.now())
+        self.flush()
+
+    def _stop_page_events(self) -> None:
+        unsubscribe, self._unsubscribe_page = self._unsubscribe_page, None
+        if unsubscribe is not None:
+            unsubscribe()
+
     def callback_failed(self, exc: BaseException) -> None:
         logger.error("%s: a user callback raised %s: %s", self.url, type(exc).__name__, exc, exc_info=exc)
 
@@ -352,6 +378,7 @@ class _Engine:
     async def close(self) -> None:
         """``disconnect()``: close everything, then wait (bounded) for the sockets to confirm."""
         self.machine.disconnect(self.now())
+        self._stop_page_events()
         self.flush()
         if self.loop is None:
             return  # never used on a loop: nothing was opened
@@ -371,6 +398,7 @@ class _Engine:
     def close_now(self) -> None:
         """Synchronous close, for garbage collection: no awaiting possible here."""
         self.machine.disconnect(self.now())
+        self._stop_page_events()
         if self.loop is not None and self.loop.is_closed():
             self.machine.actions.clear()  # interpreter shutdown: no future can be resolved now
             return
@@ -404,8 +432,10 @@ class CircleWsClient:
         reconnect_max_attempts: int | None = None,
         reconnect_min_uptime: float = 5.0,
         max_message_size: int = 16 * 2**20,
+        lifecycle: bool = True,
         transport_factory: TransportFactory | None = None,
         clock: Clock | None = None,
+        page_events: PageEvents | None = None,
     ) -> None:
         url = validate_url(url)
         if private_key is not None and not isinstance(private_key, str):
@@ -423,8 +453,9 @@ class CircleWsClient:
             reconnect_max_attempts=reconnect_max_attempts,
             reconnect_min_uptime=reconnect_min_uptime,
             max_message_size=max_message_size,
+            lifecycle=lifecycle,
         )
-        self._engine = _Engine(url, key, options, transport_factory, clock)
+        self._engine = _Engine(url, key, options, transport_factory, clock, page_events)
         weakref.finalize(self, self._engine.close_now)
 
     @classmethod
@@ -435,10 +466,11 @@ class CircleWsClient:
         options: ClientOptions,
         factory: TransportFactory | None = None,
         clock: Clock | None = None,
+        page_events: PageEvents | None = None,
     ) -> CircleWsClient:
         """Build from already-validated settings (used by the manager)."""
         self = cls.__new__(cls)
-        self._engine = _Engine(url, key, options, factory, clock)
+        self._engine = _Engine(url, key, options, factory, clock, page_events)
         weakref.finalize(self, self._engine.close_now)
         return self
 
@@ -467,6 +499,12 @@ class CircleWsClient:
     def metrics(self) -> Metrics:
         """A snapshot of the client's counters."""
         return self._engine.machine.metrics.snapshot()
+
+    @property
+    def paused(self) -> str | None:
+        """Why the client makes no attempt right now (browser only): ``"offline"`` (waiting for
+        the network) or ``"page hidden"`` (after ``pagehide``); None otherwise."""
+        return self._engine.machine.paused
 
     @property
     def options(self) -> ClientOptions:

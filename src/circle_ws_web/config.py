@@ -64,6 +64,9 @@ class ClientOptions:
     #: delay, so a server that accepts and then drops at once is not hammered.
     reconnect_min_uptime: float = 5.0
     max_message_size: int = 16 * 2**20
+    #: In a browser, follow the page's lifecycle (offline/online, visible/resumed, pagehide/
+    #: pageshow); False turns all of it off. No effect in CPython.
+    lifecycle: bool = True
 
     def __post_init__(self) -> None:
         for name in ("keepalive_interval", "keepalive_timeout", "request_timeout", "connect_timeout"):
@@ -83,6 +86,8 @@ class ClientOptions:
         attempts = self.reconnect_max_attempts
         if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0):
             raise ConfigError(f"reconnect_max_attempts must be None or an int >= 0, got {attempts!r}")
+        if not isinstance(self.lifecycle, bool):
+            raise ConfigError(f"lifecycle must be True or False, got {self.lifecycle!r}")
         size = self.max_message_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1024:
             raise ConfigError(f"max_message_size must be an int >= 1024 bytes, got {size!r}")

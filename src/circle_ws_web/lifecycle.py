@@ -94,6 +94,12 @@ CLOSE_DROPPED = 4000
 SLACK = 0.002
 #: Bad frames logged at WARNING per connection; the rest at DEBUG (they are still counted).
 BAD_FRAME_WARNINGS = 5
+#: The deadline of a liveness check (the page became visible, resumed, or the network came
+#: back): short, so a connection that died while the tab slept is replaced at once.
+LIVENESS_TIMEOUT = 3.0
+#: Close code when the page is hidden (pagehide): "going away", so the page may enter the
+#: back-forward cache, which a page with an open WebSocket cannot.
+CLOSE_PAGE_HIDDEN = 1001
 
 
 class Timer(str, enum.Enum):
@@ -118,6 +124,11 @@ class Event(str, enum.Enum):
     BACKOFF_TIMER = "backoff elapsed"
     KEEPALIVE_TIMER = "keep-alive check"
     CALLS_TIMER = "call deadline"
+    OFFLINE = "network offline"
+    ONLINE = "network online"
+    WAKE = "page visible or resumed"
+    PAGE_HIDE = "page hidden"
+    PAGE_SHOW = "page shown again"
 
 
 E = Event
@@ -130,6 +141,11 @@ TRANSITIONS: dict[ConnectionStatus, dict[Event, frozenset[ConnectionStatus]]] = 
     S.DISCONNECTED: {
         E.CONNECT: frozenset({S.CONNECTING}),
         E.DISCONNECT: frozenset({S.CLOSED}),
+        E.OFFLINE: frozenset({S.DISCONNECTED}),
+        E.ONLINE: frozenset({S.DISCONNECTED}),
+        E.WAKE: frozenset({S.DISCONNECTED}),
+        E.PAGE_HIDE: frozenset({S.DISCONNECTED}),
+        E.PAGE_SHOW: frozenset({S.DISCONNECTED}),
     },
     S.CONNECTING: {
         E.CONNECT: frozenset({S.CONNECTING}),
@@ -138,6 +154,11 @@ TRANSITIONS: dict[ConnectionStatus, dict[Event, frozenset[ConnectionStatus]]] = 
         E.SOCKET_OPENED: frozenset({S.AUTHENTICATING, S.CONNECTED}),
         E.SOCKET_CLOSED: frozenset({S.RECONNECTING, S.DISCONNECTED}),
         E.CONNECT_TIMER: frozenset({S.RECONNECTING, S.DISCONNECTED}),
+        E.OFFLINE: frozenset({S.CONNECTING}),
+        E.ONLINE: frozenset({S.CONNECTING}),
+        E.WAKE: frozenset({S.CONNECTING}),
+        E.PAGE_HIDE: frozenset({S.RECONNECTING, S.DISCONNECTED}),
+        E.PAGE_SHOW: frozenset({S.CONNECTING}),
     },
     S.AUTHENTICATING: {
         E.CONNECT: frozenset({S.AUTHENTICATING}),
@@ -147,6 +168,11 @@ TRANSITIONS: dict[ConnectionStatus, dict[Event, frozenset[ConnectionStatus]]] = 
         E.SOCKET_CLOSED: frozenset({S.RECONNECTING, S.DISCONNECTED}),
         E.CONNECT_TIMER: frozenset({S.RECONNECTING, S.DISCONNECTED}),
         E.CALLS_TIMER: frozenset({S.AUTHENTICATING, S.RECONNECTING, S.DISCONNECTED}),
+        E.OFFLINE: frozenset({S.AUTHENTICATING}),
+        E.ONLINE: frozenset({S.AUTHENTICATING}),
+        E.WAKE: frozenset({S.AUTHENTICATING}),
+        E.PAGE_HIDE: frozenset({S.RECONNECTING, S.DISCONNECTED}),
+        E.PAGE_SHOW: frozenset({S.AUTHENTICATING}),
     },
     S.CONNECTED: {
         E.CONNECT: frozenset({S.CONNECTED}),
@@ -155,11 +181,21 @@ TRANSITIONS: dict[ConnectionStatus, dict[Event, frozenset[ConnectionStatus]]] = 
         E.SOCKET_CLOSED: frozenset({S.RECONNECTING, S.DISCONNECTED}),
         E.KEEPALIVE_TIMER: frozenset({S.CONNECTED, S.RECONNECTING, S.DISCONNECTED}),
         E.CALLS_TIMER: frozenset({S.CONNECTED}),
+        E.OFFLINE: frozenset({S.CONNECTED}),
+        E.ONLINE: frozenset({S.CONNECTED}),
+        E.WAKE: frozenset({S.CONNECTED}),
+        E.PAGE_HIDE: frozenset({S.RECONNECTING}),
+        E.PAGE_SHOW: frozenset({S.CONNECTED}),
     },
     S.RECONNECTING: {
         E.CONNECT: frozenset({S.CONNECTING}),
         E.DISCONNECT: frozenset({S.CLOSED}),
         E.BACKOFF_TIMER: frozenset({S.CONNECTING}),
+        E.OFFLINE: frozenset({S.RECONNECTING}),
+        E.ONLINE: frozenset({S.CONNECTING, S.RECONNECTING}),
+        E.WAKE: frozenset({S.CONNECTING, S.RECONNECTING}),
+        E.PAGE_HIDE: frozenset({S.RECONNECTING}),
+        E.PAGE_SHOW: frozenset({S.CONNECTING, S.RECONNECTING}),
     },
     S.CLOSED: {
         E.DISCONNECT: frozenset({S.CLOSED}),
@@ -305,7 +341,12 @@ class Lifecycle:
         self._was_connected = False
         self._connected_at = 0.0
         self._last_rx = 0.0
-        self._ping_at: float | None = None  # when the outstanding keep-alive ping was sent
+        self._ping_deadline: float | None = None  # when the outstanding ping must be answered by
+        self._ping_timeout = 0.0
+        #: The browser says the network is gone: no attempt starts until it is back.
+        self.offline = False
+        #: The page was hidden (pagehide): sockets closed until it is shown again.
+        self.suspended = False
         self._bad_logged = 0
 
     def __repr__(self) -> str:
@@ -341,7 +382,7 @@ class Lifecycle:
                 self.metrics.errors += 1
                 self.actions.append(FailCall(waiter, make_error(method)))
         self._cancel_timer(Timer.CALLS)
-        self._ping_at = None
+        self._ping_deadline = None
 
     def _internal_call(self, now: float, waiter: _Internal, method: str, params: Any, timeout: float) -> None:
         assert self.sid is not None
@@ -377,7 +418,7 @@ class Lifecycle:
         self._was_connected = True
         self.maintain = True
         self._connected_at = self._last_rx = now
-        self._ping_at = None
+        self._ping_deadline = None
         self._move(event, S.CONNECTED)
         self._set_timer(Timer.KEEPALIVE, now + self.options.keepalive_interval, now)
         if reconnected:
@@ -386,14 +427,16 @@ class Lifecycle:
         waiters, self._waiters = self._waiters, []
         self.actions.append(ConnectDone(waiters, None))
 
-    def _attempt_failed(self, now: float, event: Event, error: CircleWsClientError, *, closed: bool) -> None:
+    def _attempt_failed(
+        self, now: float, event: Event, error: CircleWsClientError, *, closed: bool, code: int = CLOSE_DROPPED
+    ) -> None:
         """The attempt in progress failed: tell its waiters, then back off or stay down."""
         self._cancel_timer(Timer.CONNECT)
         self._fail_pending(lambda method: ConnectError(f"{method!r} failed: {error}"))
         if closed:
             self.sid = None
         else:
-            self._close_socket(CLOSE_DROPPED, "connection attempt failed")
+            self._close_socket(code, "connection attempt failed")
         self._flow = None
         waiters, self._waiters = self._waiters, []
         if isinstance(error, AuthError):
@@ -407,6 +450,10 @@ class Lifecycle:
         self.actions.append(ConnectDone(waiters, error))
 
     def _back_off(self, now: float, event: Event) -> None:
+        if self.paused is not None:  # no attempt (and none counted) until online / pageshow
+            self._move(event, S.RECONNECTING)
+            logger.info("%s: %s; will reconnect when that changes", self.url, self.paused)
+            return
         delay = self.backoff.next_delay()
         if delay is None:
             logger.error(
@@ -422,7 +469,7 @@ class Lifecycle:
         logger.info("%s: reconnecting in %.2fs (attempt %d)", self.url, delay, self.backoff.attempts)
         self._set_timer(Timer.BACKOFF, now + delay, now)
 
-    def _lost(self, now: float, event: Event, why: str, *, closed: bool) -> None:
+    def _lost(self, now: float, event: Event, why: str, *, closed: bool, code: int = CLOSE_DROPPED) -> None:
         """The connection that was up is gone: fail its calls at once, then reconnect."""
         self._cancel_timer(Timer.KEEPALIVE)
         self._fail_pending(
@@ -433,7 +480,7 @@ class Lifecycle:
         if closed:
             self.sid = None
         else:
-            self._close_socket(CLOSE_DROPPED, why[:120])
+            self._close_socket(code, why[:120])
         if now - self._connected_at >= self.options.reconnect_min_uptime:
             self.backoff.reset()
         logger.info("%s: %s", self.url, why)
@@ -547,8 +594,8 @@ class Lifecycle:
         if sid != self.sid:
             return
         self._last_rx = now
-        if self._ping_at is not None:  # the keep-alive ping is answered (or anything came): alive
-            self._ping_at = None
+        if self._ping_deadline is not None:  # the ping is answered (or anything came): alive
+            self._ping_deadline = None
             self._set_timer(Timer.KEEPALIVE, now + self.options.keepalive_interval, now)
         msg = self.codec.parse(data)
         if isinstance(msg, Response):
@@ -664,36 +711,118 @@ class Lifecycle:
     def _keepalive_due(self, now: float) -> None:
         if self.status is not S.CONNECTED:
             return
-        interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
-        if self._ping_at is not None:  # nothing arrived since the ping (a frame clears it)
-            if now >= self._ping_at + timeout - SLACK:
-                self._lost(now, E.KEEPALIVE_TIMER, f"keep-alive: no answer to ping within {timeout:g}s", closed=False)
+        interval = self.options.keepalive_interval
+        if self._ping_deadline is not None:  # nothing arrived since the ping (a frame clears it)
+            if now >= self._ping_deadline - SLACK:
+                why = f"keep-alive: no answer to ping within {self._ping_timeout:g}s"
+                self._lost(now, E.KEEPALIVE_TIMER, why, closed=False)
                 return
-            self._set_timer(Timer.KEEPALIVE, self._ping_at + timeout, now)
+            self._set_timer(Timer.KEEPALIVE, self._ping_deadline, now)
             return
         if now - self._last_rx >= interval - SLACK:
-            self._ping_at = now
-            self._internal_call(now, _PING, "ping", {}, timeout)
-            self._set_timer(Timer.KEEPALIVE, now + timeout, now)
+            self._ping(now, self.options.keepalive_timeout)
         else:
             self._set_timer(Timer.KEEPALIVE, self._last_rx + interval, now)
         self._move(E.KEEPALIVE_TIMER, S.CONNECTED)
 
+    def _ping(self, now: float, timeout: float) -> None:
+        """Send a keep-alive ping that must be answered (by any frame) within ``timeout``."""
+        deadline = now + timeout
+        if self._ping_deadline is not None and self._ping_deadline <= deadline:
+            return  # a ping is already out, due sooner
+        self._ping_deadline, self._ping_timeout = deadline, timeout
+        self._internal_call(now, _PING, "ping", {}, timeout)
+        self._set_timer(Timer.KEEPALIVE, deadline, now)
+
+    # -- events: the browser page and its network -----------------------------------------
+
+    @property
+    def paused(self) -> str | None:
+        """Why no attempt is made now: ``"offline"``, ``"page hidden"``, or None."""
+        return "offline" if self.offline else "page hidden" if self.suspended else None
+
+    def network_offline(self, now: float) -> None:
+        """The browser says the network is gone (``offline``): stop attempting. Attempts made
+        now would fail and only grow the backoff; ``online`` resumes at once."""
+        if self.offline or self.status is S.CLOSED:
+            return
+        self.offline = True
+        logger.info("%s: the browser is offline; waiting for the network", self.url)
+        if self.status is S.RECONNECTING:
+            self._cancel_timer(Timer.BACKOFF)
+        self._move(E.OFFLINE, self.status)
+
+    def network_online(self, now: float) -> None:
+        """The network is back (``online``): reconnect at once, backoff reset; a connected
+        client checks its connection, which may have died meanwhile."""
+        if not self.offline or self.status is S.CLOSED:
+            return
+        self.offline = False
+        self.backoff.reset()
+        logger.info("%s: the browser is online again", self.url)
+        self._resume(now, E.ONLINE)
+
+    def wake(self, now: float) -> None:
+        """The page became visible or was resumed from a freeze: a connection may have died
+        while timers slept. Check it now (a ping with a short deadline), or reconnect now."""
+        if self.status is S.CLOSED:
+            return
+        self._resume(now, E.WAKE)
+
+    def page_hide(self, now: float) -> None:
+        """``pagehide``: close the socket cleanly (1001) so the page can enter the back-forward
+        cache, and make no attempt until the page is shown again."""
+        if self.suspended or self.status is S.CLOSED:
+            return
+        self.suspended = True
+        status = self.status
+        why = "page hidden (pagehide); closed for the back-forward cache"
+        if status is S.CONNECTED:
+            self._lost(now, E.PAGE_HIDE, why, closed=False, code=CLOSE_PAGE_HIDDEN)
+        elif status is S.CONNECTING or status is S.AUTHENTICATING:
+            error = ConnectError(f"connection attempt to {self.url} abandoned: {why}")
+            self._attempt_failed(now, E.PAGE_HIDE, error, closed=False, code=CLOSE_PAGE_HIDDEN)
+        else:
+            if status is S.RECONNECTING:
+                self._cancel_timer(Timer.BACKOFF)
+            self._move(E.PAGE_HIDE, status)
+
+    def page_show(self, now: float) -> None:
+        """``pageshow`` after a ``pagehide`` (back from the back-forward cache): reconnect and
+        re-authenticate at once. A ``pageshow`` without a ``pagehide`` before it changes nothing."""
+        if not self.suspended or self.status is S.CLOSED:
+            return
+        self.suspended = False
+        self.backoff.reset()
+        self._resume(now, E.PAGE_SHOW)
+
+    def _resume(self, now: float, event: Event) -> None:
+        """Something says a connection may work now: act at once instead of waiting."""
+        if self.paused is not None:
+            self._move(event, self.status)
+        elif self.status is S.RECONNECTING:
+            self._start_attempt(now, event)
+        elif self.status is S.CONNECTED:
+            self._ping(now, min(self.options.keepalive_timeout, LIVENESS_TIMEOUT))
+            self._move(event, S.CONNECTED)
+        else:
+            self._move(event, self.status)
+
 
 def transitions_markdown() -> str:
-    """:data:`TRANSITIONS` as a Markdown table (``docs/lifecycle.md`` holds its output)."""
-    events = list(Event)
+    """:data:`TRANSITIONS` as a Markdown table, one row per event (``docs/lifecycle.md``)."""
+    statuses = list(S)
     lines = [
-        "| status | " + " | ".join(e.value for e in events) + " |",
-        "| --- |" + " --- |" * len(events),
+        "| event | " + " | ".join(f"**{st.value}**" for st in statuses) + " |",
+        "| --- |" + " --- |" * len(statuses),
     ]
-    for status, row in TRANSITIONS.items():
+    for event in Event:
         cells = []
-        for event in events:
-            targets = row.get(event)
+        for status in statuses:
+            targets = TRANSITIONS[status].get(event)
             if targets is None:
                 cells.append("·")
             else:
-                cells.append(", ".join(t.value if t is not status else "(same)" for t in sorted(targets, key=list(S).index)))
-        lines.append(f"| **{status.value}** | " + " | ".join(cells) + " |")
+                cells.append(", ".join("(same)" if t is status else t.value for t in sorted(targets, key=statuses.index)))
+        lines.append(f"| {event.value} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

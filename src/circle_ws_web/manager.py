@@ -17,7 +17,7 @@ from .errors import CircleWsClientError, ClientClosedError, ConfigError, NotConn
 from .metrics import Metrics
 from .results import PlayResult
 from .status import ConnectionStatus
-from .transport import Clock, TransportFactory
+from .transport import Clock, PageEvents, TransportFactory
 
 __all__ = ["WsManager"]
 
@@ -34,6 +34,7 @@ class WsManager:
         options: ClientOptions | None = None,
         transport_factory: TransportFactory | None = None,
         clock: Clock | None = None,
+        page_events: PageEvents | None = None,
     ) -> None:
         """Validate everything here, as the builder does, so a manager built directly fails
         at once with a ``ConfigError`` naming the problem instead of later, mid-connect.
@@ -68,7 +69,8 @@ class WsManager:
         if clock is not None and not (callable(getattr(clock, "now", None)) and callable(getattr(clock, "call_later", None))):
             raise ConfigError(f"clock must have now() and call_later(), got {type(clock).__name__}")
         self._clients: dict[str, CircleWsClient] = {
-            url: CircleWsClient._from_options(url, private_key, options, transport_factory, clock) for url in checked
+            url: CircleWsClient._from_options(url, private_key, options, transport_factory, clock, page_events)
+            for url in checked
         }
 
     def __repr__(self) -> str:

@@ -20,6 +20,8 @@ from typing import Callable, Protocol
 __all__ = [
     "CallLater",
     "Clock",
+    "PAGE_EVENTS",
+    "PageEvents",
     "Platform",
     "Transport",
     "TransportEvents",
@@ -73,10 +75,28 @@ class Clock(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]: ...
 
 
+#: What a page-events source reports: ``offline``/``online`` (the network), ``wake`` (the page
+#: became visible or was resumed from a freeze), ``pagehide``, ``pageshow``.
+PAGE_EVENTS = ("offline", "online", "wake", "pagehide", "pageshow")
+
+
+class PageEvents(Protocol):
+    """Where the browser's lifecycle events come from (one source for every client).
+
+    ``subscribe(callback)`` calls ``callback(name)`` with a name of :data:`PAGE_EVENTS` on each
+    event, at once with ``"offline"`` if the network is already gone, and returns the function
+    that unsubscribes. CPython has no such source; :class:`circle_ws_web.testing.FakePageEvents`
+    plays one in tests.
+    """
+
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Platform:
-    """What a client needs from where it runs: sockets and timers."""
+    """What a client needs from where it runs: sockets, timers and (in a browser) page events."""
 
     name: str
     transport_factory: TransportFactory
     call_later: CallLater
+    page_events: PageEvents | None = None

@@ -67,6 +67,23 @@ def fire(d: Driver, event: Event) -> None:
             d.answer(d.last_request("fetch_nonce"), {"nonce": "n"})
         else:
             d.frame({"jsonrpc": "2.0", "method": "news", "params": {}}, sid=sid)
+    elif event is Event.OFFLINE:
+        m.network_offline(d.now)
+        d.run()
+    elif event is Event.ONLINE:
+        m.offline = True  # it was offline (set directly: going offline is its own cell)
+        m.network_online(d.now)
+        d.run()
+    elif event is Event.WAKE:
+        m.wake(d.now)
+        d.run()
+    elif event is Event.PAGE_HIDE:
+        m.page_hide(d.now)
+        d.run()
+    elif event is Event.PAGE_SHOW:
+        m.suspended = True
+        m.page_show(d.now)
+        d.run()
     else:
         timer = {
             Event.CONNECT_TIMER: Timer.CONNECT,
@@ -524,3 +541,124 @@ def test_events_of_a_socket_let_go_are_ignored() -> None:
     d.m.socket_closed(d.now, 1, 1000, "")
     d.run()
     assert len(d.log) == before and d.m.status is S.CONNECTING
+
+
+# -- the browser's lifecycle: network and page -----------------------------------------------------
+
+
+def test_offline_stops_attempts_and_counts_none() -> None:
+    d = to_status(S.RECONNECTING)
+    d.m.network_offline(d.now)
+    d.run()
+    assert Timer.BACKOFF not in d.timers and d.m.paused == "offline"
+    attempts = d.m.backoff.attempts
+    d.advance(3600.0)  # an hour offline: no attempt, no backoff growth
+    assert d.opened == [1] and d.m.backoff.attempts == attempts and d.m.status is S.RECONNECTING
+
+
+def test_a_connection_lost_while_offline_waits_for_the_network() -> None:
+    d = to_status(S.CONNECTED)
+    d.m.network_offline(d.now)
+    d.run()
+    assert d.m.status is S.CONNECTED  # offline alone does not drop a socket that still works
+    d.peer_close()  # Chromium closes open sockets (1006) when it goes offline
+    assert d.m.status is S.RECONNECTING and not d.timers and d.m.backoff.attempts == 0
+
+
+def test_online_reconnects_at_once_with_the_backoff_reset() -> None:
+    d = to_status(S.RECONNECTING)
+    for _ in range(3):
+        d.advance(d.timers[Timer.BACKOFF] - d.now)
+        d.peer_close()
+    assert d.m.backoff.attempts == 4
+    d.m.network_offline(d.now)
+    d.advance(100.0)
+    d.m.network_online(d.now)
+    d.run()
+    assert d.m.status is S.CONNECTING and d.m.paused is None and d.m.backoff.attempts == 0
+    d.peer_close()  # still failing: the backoff starts from its initial delay
+    assert d.timers[Timer.BACKOFF] - d.now == 1.0
+
+
+def test_online_checks_a_connected_client_with_a_short_ping() -> None:
+    d = to_status(S.CONNECTED)
+    d.m.network_offline(d.now)
+    d.m.network_online(d.now)
+    d.run()
+    assert d.last_request()["method"] == "ping" and d.timers[Timer.KEEPALIVE] == d.now + 3.0
+
+
+def test_wake_finds_a_dead_connection_within_the_short_deadline() -> None:
+    d = to_status(S.CONNECTED)
+    d.advance(15.0)
+    d.m.wake(d.now)
+    d.run()
+    woke = d.now
+    d.advance(2.9)
+    assert d.m.status is S.CONNECTED
+    d.advance(0.2)
+    assert d.m.status is S.RECONNECTING and d.now - woke <= 3.1
+
+
+def test_wake_keeps_a_live_connection() -> None:
+    d = to_status(S.CONNECTED)
+    d.m.wake(d.now)
+    d.run()
+    d.answer(d.last_request("ping"), "pong")
+    d.advance(3.0)
+    assert d.m.status is S.CONNECTED and d.timers[Timer.KEEPALIVE] == 20.0
+
+
+def test_wake_while_reconnecting_tries_now() -> None:
+    d = to_status(S.RECONNECTING)
+    d.m.wake(d.now)
+    d.run()
+    assert d.m.status is S.CONNECTING and OpenSocket(2) in d.log
+
+
+def test_pagehide_closes_1001_and_pageshow_reconnects_and_reauthenticates() -> None:
+    d = to_status(S.CONNECTED)
+    waiter, _ = d.call()
+    d.m.page_hide(d.now)
+    d.run()
+    assert CloseSocket(1, 1001, "page hidden (pagehide); closed for the back-forward cache") in d.log
+    assert isinstance(waiter.outcomes[0][1], ConnectionLostError)
+    assert d.m.status is S.RECONNECTING and not d.timers and d.m.paused == "page hidden"
+    d.advance(600.0)  # in the cache: nothing runs, nothing is attempted
+    assert d.opened == [1]
+    d.m.page_show(d.now)
+    d.run()
+    assert d.m.status is S.CONNECTING and d.opened == [1, 2]
+    d.open()
+    d.authenticate()
+    assert d.m.status is S.CONNECTED and [r["method"] for r in d.sent[2]] == ["fetch_nonce", "authenticate"]
+
+
+def test_pagehide_during_an_attempt_abandons_it() -> None:
+    d = Driver()
+    waiter = d.connect()
+    d.open()
+    d.m.page_hide(d.now)
+    d.run()
+    assert isinstance(waiter.outcomes[0][1], ConnectError) and "pagehide" in str(waiter.outcomes[0][1])
+    assert d.m.status is S.DISCONNECTED and not d.live  # not maintained: nothing to resume
+
+
+def test_pageshow_without_pagehide_changes_nothing() -> None:
+    d = to_status(S.CONNECTED)
+    before = len(d.log)
+    d.m.page_show(d.now)
+    d.run()
+    assert len(d.log) == before
+
+
+def test_offline_and_hidden_both_must_clear() -> None:
+    d = to_status(S.CONNECTED)
+    d.m.page_hide(d.now)
+    d.m.network_offline(d.now)
+    d.m.page_show(d.now)
+    d.run()
+    assert d.m.status is S.RECONNECTING and d.m.paused == "offline" and d.opened == [1]
+    d.m.network_online(d.now)
+    d.run()
+    assert d.m.status is S.CONNECTING

@@ -125,6 +125,19 @@ class LifecycleMachine(RuleBasedStateMachine):
     def server_sends_junk(self, junk: str | bytes) -> None:
         self.d.frame(junk)
 
+    # -- the browser: network and page ---------------------------------------------------------
+
+    @rule(event=st.sampled_from(["offline", "online", "wake", "pagehide", "pageshow"]))
+    def browser_event(self, event: str) -> None:
+        {
+            "offline": self.m.network_offline,
+            "online": self.m.network_online,
+            "wake": self.m.wake,
+            "pagehide": self.m.page_hide,
+            "pageshow": self.m.page_show,
+        }[event](self.d.now)
+        self.d.run()
+
     # -- time ----------------------------------------------------------------------------------
 
     @rule(seconds=st.floats(0.0, 40.0), late=st.sampled_from([0.0, 0.0, 0.5, 30.0]))
@@ -191,7 +204,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         if self.m.status is S.CLOSED:
             assert not self.m._timers and not self.d.timers and not self.d.live and not self.m.pending
         if self.m.status is S.RECONNECTING:
-            assert Timer.BACKOFF in self.m._timers and self.m.sid is None
+            # waiting for the backoff delay, or paused (offline / page hidden) with no timer
+            assert (Timer.BACKOFF in self.m._timers) != (self.m.paused is not None)
+            assert self.m.sid is None
         if self.m.status in (S.CONNECTING, S.AUTHENTICATING):
             assert Timer.CONNECT in self.m._timers and self.m.sid is not None
 

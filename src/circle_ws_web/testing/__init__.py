@@ -1,4 +1,5 @@
-"""A test kit for code that uses circle-ws-web: a virtual clock and a fake, faulty server.
+"""A test kit for code that uses circle-ws-web: a virtual clock, a fake, faulty server, and
+fake browser page events.
 
 Why: what matters about a client is what it does when the server misbehaves (drops, stalls,
 goes silent, lies, answers late), and all of that is about time. These pieces let a test
@@ -20,6 +21,7 @@ See docs/testing.md for every fault, with examples.
 
 from ._clock import LoopClock, PendingTimer, VirtualClock
 from ._eval import ScriptError, safe_eval
+from ._page import FakePageEvents
 from ._server import (
     GARBAGE,
     NO_ANSWER,
@@ -34,6 +36,7 @@ from ._server import (
 __all__ = [
     "Close",
     "FakeNetwork",
+    "FakePageEvents",
     "FakeServer",
     "FakeSocket",
     "Faults",

@@ -13,9 +13,9 @@ __all__ = ["current_platform", "default_factory"]
 def current_platform() -> Platform:
     """The browser's WebSocket and setTimeout under Pyodide, ``websockets`` and asyncio elsewhere."""
     if sys.platform == "emscripten":
-        from . import browser
+        from . import browser, page_events
 
-        return Platform("pyodide", browser.BrowserTransport, browser.call_later)
+        return Platform("pyodide", browser.BrowserTransport, browser.call_later, page_events.PAGE_EVENTS)
     from . import native
 
     return Platform("cpython", native.NativeTransport, native.call_later)
