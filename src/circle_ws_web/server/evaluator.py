@@ -12,7 +12,7 @@ simpleeval's limits alone still let a one-liner freeze or exhaust the process
 allocate a gigabyte; ``str([[0] * 100000] * 100000)`` far more), so this module adds:
 
 - a deadline / cancellation check before every AST node, so a timed-out script really stops
-  (the worker thread does not keep burning CPU) at the next node;
+  (its worker does not keep burning CPU, and is not killed) at the next node;
 - an integer size cap (``MAX_INT_BITS``) enforced before ``**`` and on every intermediate int;
 - a cumulative size budget (``MAX_TOTAL_UNITS``) over the lengths of all intermediate
   strings / containers, bounding what a comprehension can allocate;
@@ -128,7 +128,7 @@ class CancelToken:
 
 
 def timeout_message(timeout: float | None) -> str:
-    """The single wording for a timeout, whether the thread or the event loop notices first."""
+    """The single wording for a timeout, whether the worker or the server notices first."""
     return f"script timed out after {timeout:g} s" if timeout is not None else "script cancelled"
 
 
