@@ -515,6 +515,9 @@ class CircleWsClient:
         shown = "" if key is None else f", public_key='{key[:18]}…'"
         return f"<CircleWsClient url={self.url!r} status={self.status.value}{shown}>"
 
+    def _repr_html_(self) -> str:  # notebooks: a status table (circle_ws_web.display)
+        from .display import client_html; return client_html(self)  # noqa: E702
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def connect(self, *, keep_trying: bool = False) -> None:

@@ -77,6 +77,13 @@ class WsManager:
         statuses = ", ".join(f"{u}: {c.status.value}" for u, c in self._clients.items())
         return f"<WsManager {len(self._clients)} servers ({statuses})>"
 
+    def _repr_html_(self) -> str:  # notebooks: a status table (circle_ws_web.display)
+        from .display import manager_html; return manager_html(self)  # noqa: E702
+
+    def display(self) -> Any:
+        """In a notebook: the status table, redrawn in place on each status change; returns the handle."""
+        from .display import live_view; return live_view(self)  # noqa: E702
+
     @property
     def urls(self) -> list[str]:
         """Every configured URL, in the order they were added."""

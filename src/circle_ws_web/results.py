@@ -12,3 +12,6 @@ class PlayResult:
     """The outcome of a successful ``play``: what the script printed or evaluated to."""
 
     output: str
+
+    def _repr_html_(self) -> str:  # notebooks: the output, escaped (circle_ws_web.display)
+        from .display import result_html; return result_html(self)  # noqa: E702
