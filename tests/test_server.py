@@ -719,3 +719,21 @@ def test_cli_port_in_use_exits_2_without_traceback() -> None:
     assert stderr.strip().splitlines()[-1] == f"error: port {port} is already in use"
     assert "Traceback" not in stderr
     assert "listening on" not in stdout
+
+
+async def test_stats_control_counts_open_connections() -> None:
+    """test.stats (test controls only) reports the connections open now: what the pooling
+    scenarios use to show two managers share one socket."""
+    import websockets
+
+    async with CircleServer(ports=[0], test_controls=True) as server:
+        url = server.urls[0]
+        async with websockets.connect(url) as one, websockets.connect(url) as two:
+            await one.send('{"jsonrpc":"2.0","method":"test.stats","params":{},"id":"1"}')
+            assert json.loads(await one.recv())["result"]["connections"] == 2
+            await two.close()
+            await one.send('{"jsonrpc":"2.0","method":"test.stats","params":{},"id":"2"}')
+            assert json.loads(await one.recv())["result"]["connections"] == 1
+    async with CircleServer(ports=[0]) as server, websockets.connect(server.urls[0]) as ws:
+        await ws.send('{"jsonrpc":"2.0","method":"test.stats","params":{},"id":"1"}')
+        assert json.loads(await ws.recv())["error"]["code"] == -32601  # off without test controls

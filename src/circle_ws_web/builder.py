@@ -123,6 +123,11 @@ class WsManagerBuilder:
         ``lifecycle(False)`` turns all of it off. No effect in CPython."""
         return self._tune(lifecycle=enabled)
 
+    def pool(self, enabled: bool = True) -> WsManagerBuilder:
+        """Share connections with other managers and clients of the same URL, key and settings
+        on the same event loop (on by default); ``pool(False)``: connections of its own."""
+        return self._tune(pool=enabled)
+
     def page_events(self, source: PageEvents) -> WsManagerBuilder:
         """Take the page's lifecycle events from ``source`` (for tests:
         :class:`circle_ws_web.testing.FakePageEvents`); the browser's own by default."""

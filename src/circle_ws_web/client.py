@@ -218,6 +218,8 @@ class _Engine:
         self.sockets: dict[int, _Socket] = {}
         self.timers: dict[Timer, tuple[int, Callable[[], None]]] = {}
         self._timer_token = 0
+        self.users = 0  # clients using this engine (more than one when pooled)
+        self.pool_key: tuple[Any, ...] | None = None
         self.status_listeners: list[StatusCallback] = []
         self.notification_listeners: list[NotificationCallback] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -405,6 +407,54 @@ class _Engine:
         self.flush()
 
 
+#: Engines shared by clients of the same URL, key, settings, transport, clock and event loop:
+#: one authenticated connection however many managers (or bare clients) use that server.
+_POOL: dict[tuple[Any, ...], _Engine] = {}
+
+
+def _acquire(
+    url: str,
+    key: PrivateKey | None,
+    options: ClientOptions,
+    factory: TransportFactory | None,
+    clock: Clock | None,
+    page_events: PageEvents | None,
+    slot: int = 0,
+) -> _Engine:
+    """A new engine, or (``options.pool``) the pooled one for the same settings, one user more.
+    ``slot`` tells apart the connections a manager keeps to one server on purpose."""
+    if not options.pool:
+        engine = _Engine(url, key, options, factory, clock, page_events)
+    else:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # built outside any loop: shared only with others built so
+        pool_key = (url, None if key is None else key.public_key_hex, options, factory, clock, page_events, loop, slot)
+        engine = _POOL.get(pool_key)  # type: ignore[assignment]
+        if engine is None or engine.machine.status is S.CLOSED:
+            engine = _Engine(url, key, options, factory, clock, page_events)
+            engine.pool_key = pool_key
+            _POOL[pool_key] = engine
+    engine.users += 1
+    return engine
+
+
+def _release(engine: _Engine) -> bool:
+    """One user fewer; True when that was the last (the caller then closes the engine)."""
+    engine.users -= 1
+    if engine.users > 0:
+        return False
+    if engine.pool_key is not None and _POOL.get(engine.pool_key) is engine:
+        del _POOL[engine.pool_key]
+    return True
+
+
+def _collected(engine: _Engine) -> None:
+    """A client was garbage-collected without ``disconnect()``."""
+    if _release(engine):
+        engine.close_now()
+
 
 class CircleWsClient:
     """An autonomous client for one circle server.
@@ -414,6 +464,12 @@ class CircleWsClient:
     with a fresh nonce, until ``await disconnect()``. Calls never hang: each ends with a result
     or a typed error within its timeout. ``connect()`` is single-flight: concurrent callers
     share one attempt and its outcome.
+
+    Pooling (``pool=True``, the default): clients with the same URL, key and settings, made on
+    the same event loop (by several managers, say), share one authenticated connection. Each
+    client still has its own callbacks, calls and ``disconnect()``; the connection closes with
+    the last of them. ``metrics`` are the connection's. ``pool=False`` gives a connection of
+    its own.
     """
 
     def __init__(
@@ -433,6 +489,7 @@ class CircleWsClient:
         reconnect_min_uptime: float = 5.0,
         max_message_size: int = 16 * 2**20,
         lifecycle: bool = True,
+        pool: bool = True,
         transport_factory: TransportFactory | None = None,
         clock: Clock | None = None,
         page_events: PageEvents | None = None,
@@ -454,9 +511,9 @@ class CircleWsClient:
             reconnect_min_uptime=reconnect_min_uptime,
             max_message_size=max_message_size,
             lifecycle=lifecycle,
+            pool=pool,
         )
-        self._engine = _Engine(url, key, options, transport_factory, clock, page_events)
-        weakref.finalize(self, self._engine.close_now)
+        self._attach(_acquire(url, key, options, transport_factory, clock, page_events))
 
     @classmethod
     def _from_options(
@@ -467,12 +524,21 @@ class CircleWsClient:
         factory: TransportFactory | None = None,
         clock: Clock | None = None,
         page_events: PageEvents | None = None,
+        slot: int = 0,
     ) -> CircleWsClient:
         """Build from already-validated settings (used by the manager)."""
         self = cls.__new__(cls)
-        self._engine = _Engine(url, key, options, factory, clock, page_events)
-        weakref.finalize(self, self._engine.close_now)
+        self._attach(_acquire(url, key, options, factory, clock, page_events, slot))
         return self
+
+    def _attach(self, engine: _Engine) -> None:
+        self._engine = engine
+        self._closed = False
+        self._status_callbacks: list[StatusCallback] = []
+        self._unsubscribers: list[Callable[[], None]] = []
+        self._calls: dict[_CallFuture, str] = {}  # this client's calls in flight -> call id
+        self._connects: set[asyncio.Future[None]] = set()  # this client's connect() waiters
+        self._finalizer = weakref.finalize(self, _collected, engine)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -488,12 +554,12 @@ class CircleWsClient:
 
     @property
     def status(self) -> ConnectionStatus:
-        return self._engine.machine.status
+        return S.CLOSED if self._closed else self._engine.machine.status
 
     @property
     def is_connected(self) -> bool:
         """True when ready for calls (connected and, with a key, authenticated)."""
-        return self._engine.machine.status is S.CONNECTED
+        return not self._closed and self._engine.machine.status is S.CONNECTED
 
     @property
     def metrics(self) -> Metrics:
@@ -530,17 +596,22 @@ class CircleWsClient:
         and becomes ready when the server comes up: what ``WsManager`` uses.
         """
         engine = self._engine
+        if self._closed:
+            raise ClientClosedError(f"client for {engine.url} is closed")
         loop = engine.bind_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         if engine.machine.connect(engine.now(), waiter, keep_trying=keep_trying):
             return
         engine.flush()
+        self._connects.add(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             engine.machine.connect_cancelled(engine.now(), waiter)
             engine.flush()
             raise
+        finally:
+            self._connects.discard(waiter)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the client is ready for calls; ``NotConnectedError`` after ``timeout``,
@@ -548,10 +619,10 @@ class CircleWsClient:
         engine = self._engine
         loop = engine.bind_loop()
         machine = engine.machine
+        if self._closed or machine.status is S.CLOSED:
+            raise ClientClosedError(f"client for {engine.url} is closed")
         if machine.status is S.CONNECTED:
             return
-        if machine.status is S.CLOSED:
-            raise ClientClosedError(f"client for {engine.url} is closed")
         if machine.status is S.DISCONNECTED:
             raise NotConnectedError(f"{engine.url} is not connected and not reconnecting; call connect()")
         ready: asyncio.Future[None] = loop.create_future()
@@ -578,13 +649,45 @@ class CircleWsClient:
 
     async def disconnect(self) -> None:
         """Close the socket, fail calls in flight with ``ClientClosedError``, cancel timers,
-        and release every resource. Idempotent, never raises; the client cannot be reused."""
+        and release every resource. Idempotent, never raises; the client cannot be reused.
+        A pooled connection closes with the last client using it; before that, only this
+        client's calls and callbacks end."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        engine = self._engine
         try:
-            await self._engine.close()
+            if _release(engine):
+                await engine.close()
+            else:
+                self._leave(engine)
         except asyncio.CancelledError:
             raise
         except Exception:  # closing must not fail the caller; it is a bug worth reporting
             logger.exception("%s: error while disconnecting (ignored; the client is closed)", self.url)
+        finally:
+            for unsubscribe in self._unsubscribers:
+                unsubscribe()
+            self._unsubscribers.clear()
+
+    def _leave(self, engine: _Engine) -> None:
+        """Close this client on a connection others still use: end only what is its own."""
+        now = engine.now()
+        for waiter, call_id in list(self._calls.items()):
+            engine.machine.cancel_call(call_id)
+            if not waiter.done():
+                waiter.set_exception(ClientClosedError(f"client for {engine.url} closed while a call was in flight"))
+        for waiter in list(self._connects):
+            engine.machine.connect_cancelled(now, waiter)
+            if not waiter.done():
+                waiter.set_exception(ClientClosedError(f"client for {engine.url} was closed while connecting"))
+        engine.flush()
+        for callback in list(self._status_callbacks):
+            try:
+                callback(S.CLOSED)
+            except Exception as exc:
+                engine.callback_failed(exc)
 
     async def __aenter__(self) -> CircleWsClient:
         await self.connect()
@@ -608,9 +711,13 @@ class CircleWsClient:
             or not 0 < timeout < float("inf")
         ):
             raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if self._closed:
+            raise ClientClosedError(f"client for {engine.url} is closed")
         waiter = _CallFuture(loop=engine.bind_loop())
         call_id = engine.machine.send_call(engine.now(), method, params, timeout, waiter)
         engine.flush()
+        calls = self._calls
+        calls[waiter] = call_id
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -620,6 +727,8 @@ class CircleWsClient:
                 # would log it when collected.
                 waiter.exception()
             raise
+        finally:
+            del calls[waiter]
 
     async def play(self, script: str, *, timeout: float | None = None) -> PlayResult:
         """Run ``script`` on the server; ``JsonRpcError`` (code -32010) if the script fails."""
@@ -670,12 +779,22 @@ class CircleWsClient:
 
     def on_status_change(self, callback: StatusCallback) -> Callable[[], None]:
         """Call ``callback(status)`` on every status change; returns an unsubscribe function."""
-        return _subscribe(self._engine.status_listeners, callback)
+        undo_engine = _subscribe(self._engine.status_listeners, callback)
+        undo_own = _subscribe(self._status_callbacks, callback)
+
+        def unsubscribe() -> None:
+            undo_engine()
+            undo_own()
+
+        self._unsubscribers.append(unsubscribe)
+        return unsubscribe
 
     def on_notification(self, callback: NotificationCallback) -> Callable[[], None]:
         """Call ``callback(method, params)`` for every server notification; returns an
         unsubscribe function."""
-        return _subscribe(self._engine.notification_listeners, callback)
+        unsubscribe = _subscribe(self._engine.notification_listeners, callback)
+        self._unsubscribers.append(unsubscribe)
+        return unsubscribe
 
 
 def _subscribe(listeners: list[Any], callback: Any) -> Callable[[], None]:

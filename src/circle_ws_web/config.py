@@ -67,6 +67,9 @@ class ClientOptions:
     #: In a browser, follow the page's lifecycle (offline/online, visible/resumed, pagehide/
     #: pageshow); False turns all of it off. No effect in CPython.
     lifecycle: bool = True
+    #: Share one connection among clients of the same URL, key and settings (see
+    #: :class:`~circle_ws_web.client.CircleWsClient`); False: a connection of its own.
+    pool: bool = True
 
     def __post_init__(self) -> None:
         for name in ("keepalive_interval", "keepalive_timeout", "request_timeout", "connect_timeout"):
@@ -86,8 +89,9 @@ class ClientOptions:
         attempts = self.reconnect_max_attempts
         if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0):
             raise ConfigError(f"reconnect_max_attempts must be None or an int >= 0, got {attempts!r}")
-        if not isinstance(self.lifecycle, bool):
-            raise ConfigError(f"lifecycle must be True or False, got {self.lifecycle!r}")
+        for flag in ("lifecycle", "pool"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         size = self.max_message_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1024:
             raise ConfigError(f"max_message_size must be an int >= 1024 bytes, got {size!r}")

@@ -740,4 +740,67 @@ async def scenario_keepalive_survives_a_malformed_ping_answer(env):
     assert not clock.pending()
 
 
+# -- pooling (fleet issue) -----------------------------------------------------------------------
+
+
+async def scenario_pooled_managers_share_one_connection(env):
+    async def server_connections(client):
+        return (await client.call("test.stats", {}))["connections"]
+
+    def build(**extra):
+        builder = ws_manager().private_key(env.key).add_server_url(env.url("auth")).reconnect(initial_delay=0.05, max_delay=0.5)
+        for name, value in extra.items():
+            getattr(builder, name)(value)
+        return builder.build()
+
+    probe = client(env, "auth", pool=False)  # its own connection, to ask the server
+    await probe.connect()
+    baseline = await server_connections(probe)
+    one, two = build(), build()
+    await asyncio.gather(one.connect(), two.connect())
+    a, b = one.get_client(env.url("auth")), two.get_client(env.url("auth"))
+    assert a._engine is b._engine
+    assert await server_connections(probe) == baseline + 1  # two managers, one socket
+    assert (await one.execute_script(env.url("auth"), "40 + 2")).output == "42"
+    seen_by_two = []
+    b.on_status_change(seen_by_two.append)
+    await one.disconnect_all()  # the other manager keeps the connection
+    assert a.status is S.CLOSED and b.status is S.CONNECTED and seen_by_two == []
+    try:
+        await one.execute_script(env.url("auth"), "1")
+        raise AssertionError("a closed client must refuse calls")
+    except ClientClosedError:
+        pass
+    assert (await two.execute_script(env.url("auth"), "6 * 7")).output == "42"
+    assert await server_connections(probe) == baseline + 1
+    own = build(pool=False)
+    await own.connect()
+    assert await server_connections(probe) == baseline + 2  # pool(False): a socket of its own
+    await own.disconnect_all()
+    await two.disconnect_all()  # the last user closes it
+    assert seen_by_two[-1] is S.CLOSED
+    await eventually(lambda: not b._engine.sockets, what="the pooled socket to close")
+    await probe.disconnect()
+
+
+async def scenario_leaving_a_pool_fails_only_your_own_calls(env):
+    a, b = client(env), client(env)
+    assert a._engine is b._engine
+    await asyncio.gather(a.connect(), b.connect())
+
+    async def leave_soon():
+        await asyncio.sleep(0.05)
+        await a.disconnect()
+
+    mine, theirs, _ = await asyncio.gather(
+        a.call("test.delay", {"seconds": 0.5, "result": "a"}),
+        b.call("test.delay", {"seconds": 0.5, "result": "b"}),
+        leave_soon(),
+        return_exceptions=True,
+    )
+    assert isinstance(mine, ClientClosedError), mine
+    assert theirs == "b" and b.is_connected
+    await b.disconnect()
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("scenario_")}

@@ -404,6 +404,7 @@ class CircleServer:
                     "test.drop": _Method(self._test_drop),
                     "test.big": _Method(self._test_big),
                     "test.delay": _Method(self._test_delay, in_task=True),
+                    "test.stats": _Method(self._test_stats),
                 }
             )
 
@@ -828,6 +829,13 @@ class CircleServer:
     async def _test_big(self, req: _Request, params: dict[str, Any]) -> dict[str, str]:
         _only(params, ("size",))
         return {"data": "x" * _integer(params, "size", 0, MAX_TEST_BIG)}
+
+    async def _test_stats(self, req: _Request, params: dict[str, Any]) -> dict[str, Any]:
+        """The server's :meth:`stats` (connections open now, calls in flight), e.g. to show
+        that pooled clients share one connection."""
+        _only(params)
+        stats = self.stats()
+        return {"connections": stats["connections"], "in_flight": stats["in_flight"]}
 
     async def _test_delay(self, req: _Request, params: dict[str, Any]) -> Any:
         _only(params, ("seconds",), ("result",))

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--test-controls",
         action="store_true",
-        help="enable the test.* methods (silence, garbage, notify, drop, big, delay)",
+        help="enable the test.* methods (silence, garbage, notify, drop, big, delay, stats)",
     )
     parser.add_argument(
         "--nonce-ttl",
