@@ -55,6 +55,9 @@ def test_the_same_names_block_and_return_the_same_results(servers: Any) -> None:
         assert client.public_key is not None and client.public_key.startswith("04")
         assert manager.metrics()[auth].calls >= 5 and client.metrics.calls >= 5
         assert "WsManager 2 servers" in repr(manager) and TEST_KEY not in repr(manager) + repr(client)
+        table = manager._repr_html_()  # the notebook view works on the sync manager too
+        assert table.count('<tr class="cws-row cws-status-connected"') == 2 and auth in table
+        assert client._repr_html_().count('<tr class="cws-row') == 1
     assert manager.connection_statuses() == {auth: "closed", open_: "closed"}
     assert manager.closed
 
