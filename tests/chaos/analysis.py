@@ -168,9 +168,12 @@ def analyze(
         "errors by type": ", ".join(f"{k} {n}" for k, n in sorted(report["errors"].items(), key=lambda kv: -kv[1])) or "none",
         "hangs (no end by timeout + slack)": counts.get("hangs", 0),
         "late (> timeout + 0.5 s)": counts.get("late (over timeout + 0.5 s)", 0),
+        "short (< 1 s) timeouts expired with no fault": counts.get("short timeouts expired on a healthy network", 0),
         "worst overshoot past a call's timeout": f"{report['worst_overshoot']} s",
-        "reconnects (client metrics)": sum(m.get("reconnects", 0) for m in report["metrics"].values()),
+        "reconnects (client metrics, per connection)": sum(m.get("reconnects", 0) for m in report["metrics"].values()),
         "churned clients (connect, calls, disconnect)": counts.get("churn clients", 0),
+        "calls abandoned by their caller (wait_for)": counts.get("abandoned by the caller", 0),
+        "bursts (10-40 plays at once) / garbage calls": f"{counts.get('bursts', 0)} / {counts.get('garbage calls', 0)}",
         "churn: disconnect() while": ", ".join(
             f"{k[len('churn disconnect while '):]} {n}" for k, n in sorted(counts.items()) if k.startswith("churn disconnect while ")),
         "connect() / wait_connected() while not ready": (
@@ -227,7 +230,8 @@ def failure_message(figures: dict[str, Any], violations: list[str], report: dict
 
 def _context(report: dict[str, Any], first: str) -> list[str]:
     """What the connection named in the first violation went through, and the faults on its server."""
-    track = next((t for t in report["tracks"] if t["name"] in first or t["url"] in first), None)
+    track = next((t for t in report["tracks"] if t["name"] in first), None)
+    track = track or next((t for t in report["tracks"] if t["url"] in first), None)
     if track is None:
         return []
     server = report["servers"][track["server"]]["name"]

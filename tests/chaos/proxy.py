@@ -217,12 +217,16 @@ class ChaosProxy:
         return self._server is None
 
     async def heal(self) -> None:
-        """End every fault now: no latency, no black hole, listening, no cut armed."""
+        """End every fault now: no latency, no black hole, listening, no cut armed, and the
+        half-open connections reset (their client would otherwise learn of them only from its
+        keep-alive, after the heal)."""
         for d in DIRECTIONS:
             self.latency[d] = 0.0
         self.drip = False
         self._flowing.set()
         self.disarm_cuts()
+        for link in [link for link in self._links if link.mute]:
+            self._close_link(link, rst=True)
         await self.set_refusing(False)
 
     # -- forwarding -------------------------------------------------------------------------

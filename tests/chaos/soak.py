@@ -65,9 +65,20 @@ LEGAL: dict[str, frozenset[str]] = {
 }
 
 #: Outcome of one play, one byte per call number (the journal check reads these).
-NOT_ISSUED, OK, WRONG, NOT_CONNECTED, LOST, TIMEOUT, OTHER_TYPED, UNTYPED, HANG, CLOSED = range(10)
+NOT_ISSUED, OK, WRONG, NOT_CONNECTED, LOST, TIMEOUT, OTHER_TYPED, UNTYPED, HANG, CLOSED, ABANDONED = range(11)
 OUTCOME_NAMES = ["not issued", "ok", "wrong result", "NotConnectedError", "ConnectionLostError",
-                 "RequestTimeoutError", "other typed error", "untyped error", "hang", "ClientClosedError"]
+                 "RequestTimeoutError", "other typed error", "untyped error", "hang", "ClientClosedError",
+                 "abandoned by its caller (wait_for)"]
+
+
+class _Abandoned:
+    """What a call gives when its caller gave up on it first (``asyncio.wait_for`` ran out)."""
+
+    def __repr__(self) -> str:
+        return "<abandoned by the caller>"
+
+
+ABANDON = _Abandoned()
 #: ``target`` byte of a call sent to every server (execute_script_all).
 ALL = 255
 #: Errors a call may end with while the network misbehaves; anything else is looked at.
@@ -85,6 +96,8 @@ DEFAULTS: dict[str, Any] = {
     "ping_workers": 1,
     "manager_workers": 2,
     "churn_workers": 2,
+    "burst_workers": 1,  # 10-40 plays at once on one client, so drops find many calls in flight
+    "abandon": 0.05,  # share of calls (and churn connects) the caller abandons with wait_for
     "timeouts": [0.1, 0.5, 1.0, 2.0, 3.0, None],  # per call; None: the client's request_timeout
     "max_calls": 5_000_000,
     "pause": 0.02,
@@ -107,11 +120,20 @@ class Track:
 
     LIMIT = 100_000
 
-    def __init__(self, soak: Soak, name: str, server: int, keyed: bool, kind: str) -> None:
+    def __init__(self, soak: Soak, name: str, server: int, keyed: bool, kind: str, fresh: bool = True) -> None:
         self.soak, self.name, self.server, self.keyed, self.kind = soak, name, server, keyed, kind
+        #: A connection of its own, never used before: its first change must be connecting (or
+        #: closed). A pooled client joins a connection in whatever state it is.
+        self.fresh = fresh
+        self.initial = "disconnected"
         self.url = soak.servers[server]["url"]
+        self.note = ""  # what the churn worker did to this client, for the failure message
         self.log: list[tuple[float, str]] = []
         self.calm_results = 0
+
+    def watch(self, client: Any) -> None:
+        self.initial = client.status.value
+        client.on_status_change(self)
 
     def __call__(self, status: Any) -> None:
         if not isinstance(status, ConnectionStatus):
@@ -123,12 +145,12 @@ class Track:
     def check(self, final: ConnectionStatus) -> None:
         """Legal changes only, CONNECTED only after authenticating (with a key), CLOSED last."""
         v = self.soak.violation
-        statuses = [s for _, s in self.log]
-        if not statuses:
+        statuses = [self.initial] + [s for _, s in self.log]
+        if len(statuses) == 1:
             v(f"{self.name}: no status change was reported")
             return
-        if statuses[0] != "connecting":
-            v(f"{self.name}: first status {statuses[0]}, expected connecting")
+        if self.fresh and statuses[1] not in ("connecting", "closed"):
+            v(f"{self.name}{self.note}: first status {statuses[1]}, expected connecting: {self.log[:6]}")
         for old, new in zip(statuses, statuses[1:]):
             if new not in LEGAL[old]:
                 v(f"{self.name}: illegal status change {old} -> {new}")
@@ -239,8 +261,11 @@ class Soak:
             task.exception()  # seen: late, but no "never retrieved" noise
         return "hang", None, now() - started
 
-    def classify(self, track: Track, what: str, outcome: Any, expect: Any, phase: str) -> int:
+    def classify(self, track: Track, what: str, outcome: Any, expect: Any, phase: str, timeout: float) -> int:
         """Judge one call's outcome (a value or an exception); return its outcome code."""
+        if outcome is ABANDON:
+            self.count("abandoned by the caller")
+            return ABANDONED
         if not isinstance(outcome, BaseException):
             if outcome != expect:
                 self.violation(f"{track.name}: {what} returned {outcome!r}, expected {expect!r}")
@@ -257,7 +282,10 @@ class Soak:
             self.violation(f"{track.name}: {what} raised an untyped {type(outcome).__name__}: {outcome!r:.300}")
             return UNTYPED
         if phase in ("warmup", "calm") and self.phase == phase:
-            self.violation(f"{track.name}: {what} failed with the network healthy: {name}: {outcome}")
+            if isinstance(outcome, RequestTimeoutError) and timeout < 1.0:
+                self.count("short timeouts expired on a healthy network")  # a busy loop, not a fault
+            else:
+                self.violation(f"{track.name}: {what} failed with the network healthy: {name}: {outcome}")
         elif not isinstance(outcome, EXPECTED):
             self.violation(f"{track.name}: {what} failed with an unexpected {name}: {outcome}")
         if isinstance(outcome, NotConnectedError):
@@ -290,7 +318,7 @@ class Soak:
             outcome = task.result()
         if expect is None:  # the caller judges (execute_script_all)
             return OK, outcome
-        return self.classify(track, what, outcome, expect, phase), outcome
+        return self.classify(track, what, outcome, expect, phase, timeout), outcome
 
     async def pause(self, code: int) -> None:
         if code == NOT_CONNECTED:
@@ -302,24 +330,54 @@ class Soak:
 
     async def play_worker(self, unit: int, client: CircleWsClient, track: Track) -> None:
         while self.running():
-            n = self.new_call(track.server)
-            text = f"c{unit}-n{n}"
-            timeout = self.pick_timeout()
-            code, _ = await self.one_call(
-                track, f"play #{n}", lambda: self._play_output(client.play(f"'{text}'", timeout=timeout)), timeout, text
-            )
-            self.outcome[n] = code
+            code = await self.play_once(unit, client, track)
             await self.pause(code)
+
+    async def play_once(self, unit: int, client: CircleWsClient, track: Track) -> int:
+        """One ``play`` of a fresh script; sometimes abandoned by its caller (``wait_for``)."""
+        n = self.new_call(track.server)
+        text = f"c{unit}-n{n}"
+        timeout = self.pick_timeout()
+        if self.rng.random() < self.cfg["abandon"]:
+            patience = self.rng.uniform(0.0005, 0.05)
+            make = lambda: self._abandon(client.play(f"'{text}'", timeout=timeout), patience)  # noqa: E731
+        else:
+            make = lambda: self._play_output(client.play(f"'{text}'", timeout=timeout))  # noqa: E731
+        code, _ = await self.one_call(track, f"play #{n}", make, timeout, text)
+        self.outcome[n] = code
+        return code
 
     @staticmethod
     async def _play_output(call: Any) -> Any:
         return (await call).output
 
+    @staticmethod
+    async def _abandon(call: Any, patience: float) -> Any:
+        try:
+            result = await asyncio.wait_for(call, patience)
+        except asyncio.TimeoutError:
+            return ABANDON
+        return getattr(result, "output", result)
+
+    async def burst_worker(self, singles: list[tuple[int, CircleWsClient, Track]]) -> None:
+        while self.running():
+            unit, client, track = self.rng.choice(singles)
+            size = self.rng.randint(10, 40)
+            self.count("bursts")
+            codes = await asyncio.gather(*(self.play_once(unit, client, track) for _ in range(size)))
+            await self.pause(NOT_CONNECTED if NOT_CONNECTED in codes else OK)
+            await asyncio.sleep(self.rng.uniform(0.2, 0.8))
+
     async def ping_worker(self, client: CircleWsClient, track: Track) -> None:
         while self.running():
             timeout = self.pick_timeout()
             self.count("pings")
-            code, _ = await self.one_call(track, "ping", lambda: client.ping(timeout=timeout), timeout, "pong")
+            if self.rng.random() < 0.02:  # the server sends junk frames, then the answer
+                self.count("garbage calls")
+                code, _ = await self.one_call(
+                    track, "test.garbage", lambda: client.call("test.garbage", {}, timeout=timeout), timeout, {"ok": True})
+            else:
+                code, _ = await self.one_call(track, "ping", lambda: client.ping(timeout=timeout), timeout, "pong")
             if code == NOT_CONNECTED and self.rng.random() < 0.2:
                 bound = self.opts["connect_timeout"] + self.cfg["slack"]
                 if self.rng.random() < 0.5:  # starts the attempt now, or joins the one in progress
@@ -344,14 +402,15 @@ class Soak:
                 if code == HANG:
                     self.outcome[n] = HANG
                 elif isinstance(outcome, BaseException):
-                    self.classify(tracks[0], f"execute_script_all #{n}", outcome, text, self.phase)
+                    self.classify(tracks[0], f"execute_script_all #{n}", outcome, text, self.phase, timeout or 9.0)
                     self.outcome[n] = UNTYPED
                 else:
                     per = {}
                     for i, url in enumerate(urls):
                         got = outcome.get(url)
                         got = got.output if hasattr(got, "output") else got
-                        per[i] = self.classify(tracks[i], f"execute_script_all #{n} on {url}", got, text, self.phase)
+                        per[i] = self.classify(tracks[i], f"execute_script_all #{n} on {url}", got, text, self.phase,
+                                               timeout or 9.0)
                     self.all_calls[n] = per
                     self.outcome[n] = max(per.values())
                 await self.pause(NOT_CONNECTED if NOT_CONNECTED in self.all_calls.get(n, {}).values() else OK)
@@ -397,30 +456,42 @@ class Soak:
         bound = opts["connect_timeout"] + cfg["slack"]
         while self.running():
             i = self.rng.randrange(len(self.servers))
-            track = Track(self, f"churn({self.servers[i]['name']})", i, True, "churn")
-            client = CircleWsClient(self.servers[i]["url"], self.env.key, **opts)
-            client.on_status_change(track)
+            pooled = self.rng.random() < 0.5  # shares the long-lived keyed client's connection
+            track = Track(self, f"churn({self.servers[i]['name']}{', pooled' if pooled else ''})", i, True, "churn",
+                          fresh=not pooled)
+            client = CircleWsClient(self.servers[i]["url"], self.env.key, pool=pooled, **opts)
+            track.watch(client)
             early = self.rng.random() < 0.2
             double = self.rng.random() < 0.3
             life = self.rng.uniform(0, 4.0)
             self.count("churn clients")
+            track.note = f" (created {now():.3f}{', disconnected early' if early else ''}{', two connect() callers' if double else ''})"
             disconnects: list[asyncio.Future[Any]] = []
             if early:
                 delay = self.rng.uniform(0, 0.3)
 
                 async def disconnect_soon() -> None:
                     await asyncio.sleep(delay)
+                    track.note += f", disconnect() at {now():.3f}"
                     await self.disconnect(client, track.name)
 
                 disconnects.append(asyncio.ensure_future(disconnect_soon()))
-            attempts = [self.lifecycle_call(track, "connect()", client.connect, bound)]
+            if self.rng.random() < self.cfg["abandon"] * 2:  # the caller gives up on connect() early
+                patience = self.rng.uniform(0.001, 0.2)
+                attempts = [self.lifecycle_call(track, "connect() abandoned by its caller",
+                                                lambda: self._abandon(client.connect(), patience), bound)]
+                early = abandoned = True  # no outcome is expected to agree with anything now
+                track.note += ", connect() abandoned"
+            else:
+                abandoned = False
+                attempts = [self.lifecycle_call(track, "connect()", client.connect, bound)]
             if double:  # single-flight: both callers get the one attempt's outcome
                 attempts.append(self.lifecycle_call(track, "connect() (second caller)", client.connect, bound))
             outcomes = await asyncio.gather(*attempts)
             if double and (outcomes[0] is None) != (outcomes[1] is None) and not early:
                 self.violation(f"{track.name}: two concurrent connect() calls disagree: {outcomes[0]!r} / {outcomes[1]!r}")
-            if outcomes[0] is None and not early:
-                self.count("churn connected")
+            if not disconnects and (outcomes[0] is None or abandoned):  # abandoned: live on, in whatever state
+                self.count("churn connected" if client.is_connected else "churn living on, not connected")
                 until = now() + life
                 while self.running() and now() < until and client.status is not S.CLOSED:
                     n = self.new_call(i)
@@ -559,7 +630,7 @@ class Soak:
             for keyed in variants:
                 client = CircleWsClient(server["url"], key if keyed else None, **opts)
                 track = Track(self, f"{'keyed' if keyed else 'keyless'}({server['name']})", i, keyed, "client")
-                client.on_status_change(track)
+                track.watch(client)
                 self.tracks.append(track)
                 singles.append((len(self.tracks) - 1, client, track))
                 units.append((track.name, client, [track]))
@@ -572,6 +643,7 @@ class Soak:
                        min_uptime=opts["reconnect_min_uptime"])
             .request_timeout(opts["request_timeout"])
             .connect_timeout(opts["connect_timeout"])
+            .pool(False)  # connections of its own (churned clients share the keyed clients')
             .build()
         )
         mtracks = [Track(self, f"manager({s['name']})", i, True, "manager") for i, s in enumerate(self.servers)]
@@ -607,6 +679,8 @@ class Soak:
             workers.append(asyncio.ensure_future(self.manager_worker(manager_unit, manager, mtracks)))
         for _ in range(cfg["churn_workers"]):
             workers.append(asyncio.ensure_future(self.churn_worker(churn_unit)))
+        for _ in range(cfg["burst_workers"]):
+            workers.append(asyncio.ensure_future(self.burst_worker(singles)))
         await asyncio.sleep(cfg["warmup"])
         # Measure with no call in flight: a snapshot holds the loop for a few hundred ms, which
         # would make calls with short timeouts time out for no fault of the network.
@@ -682,8 +756,12 @@ class Soak:
 
     def report(self, connections: list[CircleWsClient]) -> dict[str, Any]:
         metrics: dict[str, dict[str, Any]] = {}
+        engines = set()  # pooled clients report their shared connection's metrics: count each once
         for track, client in zip([t for t in self.tracks if t.kind != "churn"], connections):
-            metrics[track.name] = client.metrics.as_dict()
+            engine = id(getattr(client, "_engine", client))
+            if engine not in engines:
+                engines.add(engine)
+                metrics[track.name] = client.metrics.as_dict()
         return {
             "platform": self.env.platform,
             "config": self.cfg,
