@@ -126,6 +126,9 @@ class Track:
         #: closed). A pooled client joins a connection in whatever state it is.
         self.fresh = fresh
         self.initial = "disconnected"
+        #: Set for a client left disconnected on purpose (its connect() abandoned, nothing
+        #: maintaining it): NotConnectedError is its normal answer, faults or none.
+        self.idle_by_design = False
         self.url = soak.servers[server]["url"]
         self.note = ""  # what the churn worker did to this client, for the failure message
         self.log: list[tuple[float, str]] = []
@@ -282,7 +285,9 @@ class Soak:
             self.violation(f"{track.name}: {what} raised an untyped {type(outcome).__name__}: {outcome!r:.300}")
             return UNTYPED
         if phase in ("warmup", "calm") and self.phase == phase:
-            if isinstance(outcome, RequestTimeoutError) and timeout < 1.0:
+            if isinstance(outcome, NotConnectedError) and track.idle_by_design:
+                pass
+            elif isinstance(outcome, RequestTimeoutError) and timeout < 1.0:
                 self.count("short timeouts expired on a healthy network")  # a busy loop, not a fault
             else:
                 self.violation(f"{track.name}: {what} failed with the network healthy: {name}: {outcome}")
@@ -438,7 +443,7 @@ class Soak:
             return None
         exc = asyncio.CancelledError() if task.cancelled() else task.exception()
         if exc is None:
-            return None
+            return task.result()  # None, or ABANDON
         name = type(exc).__name__
         self.errors[f"{what}: {name}"] = self.errors.get(f"{what}: {name}", 0) + 1
         if not isinstance(exc, CircleWsClientError):
@@ -488,6 +493,7 @@ class Soak:
             if double:  # single-flight: both callers get the one attempt's outcome
                 attempts.append(self.lifecycle_call(track, "connect() (second caller)", client.connect, bound))
             outcomes = await asyncio.gather(*attempts)
+            track.idle_by_design = abandoned and not pooled and outcomes[0] is ABANDON
             if double and (outcomes[0] is None) != (outcomes[1] is None) and not early:
                 self.violation(f"{track.name}: two concurrent connect() calls disagree: {outcomes[0]!r} / {outcomes[1]!r}")
             if not disconnects and (outcomes[0] is None or abandoned):  # abandoned: live on, in whatever state
