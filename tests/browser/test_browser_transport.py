@@ -1,0 +1,234 @@
+"""The browser transport's own promises, checked in Pyodide in headless Chromium: timers longer
+than ``setTimeout`` can hold, and a socket closed while its handshake is still pending (it
+must let go of its JS proxy at once, without a console error, and report exactly one close)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from playwright.sync_api import Page
+from websockets.asyncio.server import serve
+
+logger = logging.getLogger(__name__)
+
+SINK = """
+from circle_ws_web.transport import TransportOptions
+from circle_ws_web.transports import browser as bt
+
+class Sink:
+    '''Records every transport event, in order.'''
+    def __init__(self):
+        self.events = []
+    def on_open(self):
+        self.events.append(["open"])
+    def on_message(self, data):
+        self.events.append(["message", data])
+    def on_error(self, message):
+        self.events.append(["error", message])
+    def on_close(self, code, reason):
+        self.events.append(["close", code, reason])
+"""
+
+
+def test_a_30_day_timer_does_not_fire_at_once(pyodide_page: Page, run_py: Callable[..., Any]) -> None:
+    """A raw setTimeout of more than 2**31-1 ms fires at once; call_later's does not, and its
+    cancel leaves no timer behind."""
+    out = run_py(
+        pyodide_page,
+        """
+import asyncio, js
+from pyodide.ffi import create_once_callable
+from circle_ws_web.transports import browser as bt
+
+DAY = 24 * 3600
+raw = []
+js.setTimeout(create_once_callable(lambda: raw.append(1)), 30 * DAY * 1000)  # what call_later avoids
+baseline = bt.live_timer_count()
+fired = []
+cancel = bt.call_later(30 * DAY, lambda: fired.append(1))
+during = bt.live_timer_count()
+await asyncio.sleep(1.0)
+still = bt.live_timer_count()
+cancel()
+cancel()  # idempotent
+after = bt.live_timer_count()
+await asyncio.sleep(0.1)
+{"raw_fired": len(raw), "fired": len(fired), "baseline": baseline, "during": during, "still": still,
+ "after": after, "max_ms": bt.MAX_TIMER_MS}
+""",
+    )
+    assert out["max_ms"] == 2**31 - 1
+    assert out["raw_fired"] == 1, out  # the browser's overflow is real: the test can fail
+    assert out["fired"] == 0, out
+    assert out["during"] == out["still"] == out["baseline"] + 1, out
+    assert out["after"] == out["baseline"], out
+
+
+LONG_TIMER = """
+import asyncio, time
+from circle_ws_web.transports import browser as bt
+
+armed = []
+real_set_timeout = bt.set_timeout
+
+def counting_set_timeout(callback, ms):
+    armed.append(ms)
+    return real_set_timeout(callback, ms)
+
+bt.MAX_TIMER_MS, bt.set_timeout = 50, counting_set_timeout
+try:
+    baseline = bt.live_timer_count()
+    t0 = time.monotonic()
+    fired = []
+    bt.call_later(0.2, lambda: fired.append(time.monotonic() - t0))
+    counted = bt.live_timer_count()
+    await asyncio.sleep(0.6)
+    armed_fired = list(armed)
+    # The same, cancelled between two steps: nothing fires, nothing is left.
+    armed.clear()
+    cancelled = []
+    cancel = bt.call_later(0.2, lambda: cancelled.append(1))
+    await asyncio.sleep(0.12)
+    steps_before_cancel = len(armed)
+    cancel()
+    left_after_cancel = bt.live_timer_count()
+    await asyncio.sleep(0.3)
+finally:
+    bt.MAX_TIMER_MS, bt.set_timeout = 2**31 - 1, real_set_timeout
+{"fired": fired, "armed": armed_fired, "baseline": baseline, "counted": counted,
+ "after": bt.live_timer_count(), "cancelled": len(cancelled), "steps_before_cancel": steps_before_cancel,
+ "left_after_cancel": left_after_cancel, "steps_after_cancel": len(armed) - steps_before_cancel}
+"""
+
+
+def test_a_long_timer_is_rearmed_until_its_full_delay_elapsed(
+    shared_pyodide_page: Page, run_py: Callable[..., Any]
+) -> None:
+    """With the clamp shrunk to 50 ms, a 200 ms timer is served in several steps and fires once,
+    no earlier than 200 ms; cancelled between steps, it never fires and leaves no timer."""
+    out = run_py(shared_pyodide_page, LONG_TIMER)
+    logger.info("long timer: %s", json.dumps(out))
+    assert len(out["fired"]) == 1, out
+    assert out["fired"][0] >= 0.2, out
+    assert len(out["armed"]) >= 4 and all(ms <= 50 for ms in out["armed"]), out
+    assert out["counted"] == out["baseline"] + 1, out  # one timer, however many steps
+    assert out["after"] == out["baseline"], out
+    assert out["cancelled"] == 0 and out["steps_before_cancel"] >= 2, out
+    assert out["left_after_cancel"] == out["baseline"], out
+    assert out["steps_after_cancel"] == 0, out  # the current step was really cleared
+
+
+STALLED_CLOSE = """
+import asyncio
+SINK_CODE
+baseline = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count(), "timers": bt.live_timer_count()}
+sink = Sink()
+t = bt.BrowserTransport(URL, sink, TransportOptions())
+await asyncio.sleep(0.3)  # the handshake is under way and stays so (the server never answers)
+connecting = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count(), "events": list(sink.events)}
+t.close(1000, "owner gave up")
+at_once = {"proxies": bt.live_proxy_count(), "events": list(sink.events), "detached": bt.detached_socket_count(),
+           "sockets": bt.live_socket_count()}
+t.close()  # idempotent
+await asyncio.sleep(0.2)
+later = {"events": list(sink.events), "timers": bt.live_timer_count()}
+t.send("ignored")  # a closed transport never raises
+await asyncio.sleep(0.5)
+{"baseline": baseline, "connecting": connecting, "at_once": at_once, "later": later, "final": list(sink.events)}
+"""
+
+
+def test_closing_a_stalled_handshake_frees_its_proxy_at_once(
+    pyodide_page: Page, run_py: Callable[..., Any], servers: Any
+) -> None:
+    code = STALLED_CLOSE.replace("SINK_CODE", SINK).replace("URL", repr(servers.stalled_url()))
+    out = run_py(pyodide_page, code)
+    base = out["baseline"]
+    assert out["connecting"]["proxies"] == base["proxies"] + 1, out  # the counter does count
+    assert out["connecting"]["events"] == [], out
+    assert out["at_once"]["proxies"] == base["proxies"], out
+    assert out["at_once"]["events"] == [], out  # on_close comes on a later turn, never inside close()
+    # The socket itself still counts against Chromium's cap until Chromium lets it go.
+    assert out["at_once"]["detached"] == 1 and out["at_once"]["sockets"] == base["sockets"] + 1, out
+    assert out["later"]["events"] == [["close", 1006, "closed before the connection opened"]], out
+    assert out["later"]["timers"] == base["timers"], out
+    assert out["final"] == out["later"]["events"], out  # exactly one on_close, and nothing after
+
+
+@pytest.fixture
+def slow_handshake_server() -> Iterator[dict[str, Any]]:
+    """A websockets server that answers each handshake after 0.6 s, then records how the
+    client ended the connection: a detached socket must be closed cleanly once it opens."""
+    loop = asyncio.new_event_loop()
+    record: dict[str, Any] = {"opened": 0, "closes": []}
+    ready = threading.Event()
+    stop = asyncio.Event()
+
+    async def delay(connection: Any, request: Any) -> None:
+        await asyncio.sleep(0.6)
+
+    async def handler(ws: Any) -> None:
+        record["opened"] += 1
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            record["closes"].append(ws.close_code)
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0, process_request=delay) as server:
+            record["url"] = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield record
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+SLOW_CLOSE = """
+import asyncio
+SINK_CODE
+baseline = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count(), "detached": bt.detached_socket_count()}
+sinks = [Sink() for _ in range(3)]
+ts = [bt.BrowserTransport(URL, s, TransportOptions()) for s in sinks]
+await asyncio.sleep(0.1)
+for t in ts:
+    t.close()
+at_once = {"proxies": bt.live_proxy_count(), "detached": bt.detached_socket_count(), "sockets": bt.live_socket_count()}
+for _ in range(60):  # the server answers after 0.6 s; the JS handlers then close each socket
+    await asyncio.sleep(0.05)
+    if bt.detached_socket_count() == 0:
+        break
+{"baseline": baseline, "at_once": at_once, "detached": bt.detached_socket_count(), "sockets": bt.live_socket_count(),
+ "proxies": bt.live_proxy_count(), "events": [s.events for s in sinks], "shared_proxy": bt._freed_proxy is not None}
+"""
+
+
+def test_a_detached_socket_is_closed_when_it_opens_and_gives_its_slot_back(
+    pyodide_page: Page, run_py: Callable[..., Any], slow_handshake_server: dict[str, Any]
+) -> None:
+    code = SLOW_CLOSE.replace("SINK_CODE", SINK).replace("URL", repr(slow_handshake_server["url"]))
+    out = run_py(pyodide_page, code)
+    base = out["baseline"]
+    assert out["at_once"]["proxies"] == base["proxies"], out
+    assert out["at_once"]["detached"] == base["detached"] + 3, out
+    assert out["at_once"]["sockets"] == base["sockets"] + 3, out
+    assert out["detached"] == base["detached"] and out["sockets"] == base["sockets"], out
+    assert out["proxies"] == base["proxies"] and out["shared_proxy"] is False, out
+    assert out["events"] == [[["close", 1006, "closed before the connection opened"]]] * 3, out
+    pyodide_page.wait_for_timeout(300)  # let the server see the close frames
+    assert slow_handshake_server["opened"] == 3, slow_handshake_server
+    assert slow_handshake_server["closes"] == [1000, 1000, 1000], slow_handshake_server
