@@ -253,3 +253,35 @@ def test_importing_it_in_the_browser_raises_a_clear_import_error(monkeypatch: py
     with pytest.raises(ImportError, match="nothing may block") as info:
         importlib.import_module("circle_ws_web.sync")
     assert "await manager.connect()" in str(info.value)
+
+
+def test_the_live_view_follows_a_sync_manager_without_keeping_it_alive(
+    servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import IPython.display
+
+    shown: list[str] = []
+
+    class Handle:
+        def update(self, obj: Any) -> None:
+            shown.append(obj.data)
+
+    def display(obj: Any, display_id: bool = False) -> Handle:
+        shown.append(obj.data)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    manager = build(servers, "open")
+    manager.display()  # before connecting: the view shows every step
+    manager.connect()
+    assert "cws-status-disconnected" in shown[0] and "cws-status-connected" in shown[-1]
+    manager.close()
+    assert "cws-status-closed" in shown[-1]  # the view shows the close, then stops following
+    dropped = build(servers, "open")
+    dropped.display()
+    dropped.connect()
+    thread = dropped.thread
+    del dropped
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()  # collected, so closed: the view held it only weakly

@@ -348,12 +348,14 @@ class CircleWsClient:
         """``callback(status)`` on every change, called on the loop thread; returns an
         unsubscribe function (callable from any thread)."""
         undo = self._runner.call(lambda: self._client.on_status_change(callback))
-        return lambda: self._runner.call(undo)
+        runner = self._runner  # not self: a subscriber must not keep the manager alive
+        return lambda: runner.call(undo)
 
     def on_notification(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
         """``callback(method, params)`` for every server notification, on the loop thread."""
         undo = self._runner.call(lambda: self._client.on_notification(callback))
-        return lambda: self._runner.call(undo)
+        runner = self._runner  # not self: a subscriber must not keep the manager alive
+        return lambda: runner.call(undo)
 
 
 async def _make(factory: Callable[[], T]) -> T:
@@ -503,7 +505,8 @@ class WsManager:
         """``callback(url, status)`` on every change of any client, called on the loop thread;
         returns an unsubscribe function (callable from any thread)."""
         undo = self._runner.call(lambda: self._manager.on_status_change(callback))
-        return lambda: self._runner.call(undo)
+        runner = self._runner  # not self: a subscriber must not keep the manager alive
+        return lambda: runner.call(undo)
 
     def disconnect(self, url: str) -> None:
         """Close the client for ``url`` (the others stay connected)."""

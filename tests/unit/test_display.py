@@ -150,16 +150,41 @@ async def test_the_live_view_redraws_on_every_status_change_and_stops_when_close
     assert [len(manager.get_client(u)._engine.status_listeners) for u in manager.urls] == [0, 0]  # unsubscribed
 
 
+class ListeningManager:
+    """Just what the live view uses. Its listeners live elsewhere, as a connected client's do
+    (its socket's callbacks keep them), so only the view could keep the manager alive."""
+
+    def __init__(self, listeners: list[Any]) -> None:
+        self.listeners = listeners
+
+    def connection_statuses(self) -> dict[str, ConnectionStatus]:
+        return {"ws://a.test": S.CONNECTED}
+
+    def metrics(self) -> dict[str, Metrics]:
+        return {"ws://a.test": Metrics()}
+
+    def on_status_change(self, callback: Any) -> Any:
+        listeners = self.listeners
+        listeners.append(callback)
+        return lambda: listeners.remove(callback)
+
+
 def test_the_live_view_does_not_keep_a_manager_alive(recorded_display: list[FakeHandle]) -> None:
     import gc
     import weakref
 
-    manager = ws_manager().add_server_url("ws://a.test").transport_factory(FakeServer()).build()
-    manager.display()
+    listeners: list[Any] = []
+    manager = ListeningManager(listeners)
+    handle = live_view(manager)
+    (redraw,) = listeners
+    redraw("ws://a.test", S.CONNECTED)
+    assert len(handle.shown) == 2  # it follows the manager...
     ref = weakref.ref(manager)
     del manager
     gc.collect()
-    assert ref() is None
+    assert ref() is None  # ...without holding it: its listener (kept by the clients) refers to it weakly
+    redraw("ws://a.test", S.RECONNECTING)  # a late change after the manager went: ignored
+    assert len(handle.shown) == 2
 
 
 def test_without_ipython_the_html_still_works_and_display_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
