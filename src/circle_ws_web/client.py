@@ -678,10 +678,10 @@ class CircleWsClient:
             engine.machine.cancel_call(call_id)
             if not waiter.done():
                 waiter.set_exception(ClientClosedError(f"client for {engine.url} closed while a call was in flight"))
-        for waiter in list(self._connects):
-            engine.machine.connect_cancelled(now, waiter)
-            if not waiter.done():
-                waiter.set_exception(ClientClosedError(f"client for {engine.url} was closed while connecting"))
+        for connecting in list(self._connects):
+            engine.machine.connect_cancelled(now, connecting)
+            if not connecting.done():
+                connecting.set_exception(ClientClosedError(f"client for {engine.url} was closed while connecting"))
         engine.flush()
         for callback in list(self._status_callbacks):
             try:
