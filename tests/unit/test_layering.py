@@ -9,7 +9,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "src" / "circle_ws_web"
 CORE = [
     "errors", "status", "results", "rpc", "backoff", "auth_flow", "auth", "keccak", "config", "metrics", "transport",
-    "lifecycle",
+    "lifecycle", "breaker", "routing",
 ]
 ABOVE_CORE = {"client", "manager", "builder", "transports", "server"}
 
