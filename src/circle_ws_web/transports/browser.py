@@ -197,8 +197,8 @@ def detached_socket_count() -> int:
 
 def _cap_message() -> str:
     return (
-        f"Chromium allows {MAX_SOCKETS} WebSockets per page (renderer process) and all are in use"
-        f" ({_sockets} open or closing, {len(_waiting)} waiting); waiting for a free slot"
+        f"Chromium allows {MAX_SOCKETS} WebSockets per page (renderer process): all in use here"
+        f" ({_sockets} open or closing, {len(_waiting)} queued ahead); waiting for a free slot"
     )
 
 
