@@ -578,7 +578,7 @@ class Lifecycle:
     def socket_closed(self, now: float, sid: int, code: int, reason: str) -> None:
         if sid != self.sid:
             return  # a socket we already let go of
-        detail = ", ".join(part for part in (reason, self._why) if part)
+        detail = ", ".join(dict.fromkeys(part for part in (reason, self._why) if part))  # each once
         info = f"code {code}" + (f", {detail}" if detail else "")
         status = self.status
         if status is S.CONNECTING:

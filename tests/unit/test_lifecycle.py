@@ -662,3 +662,11 @@ def test_offline_and_hidden_both_must_clear() -> None:
     d.m.network_online(d.now)
     d.run()
     assert d.m.status is S.CONNECTING
+
+
+def test_a_reason_said_twice_is_shown_once() -> None:
+    d = Driver()
+    waiter = d.connect()
+    d.m.socket_error(1, "ConnectionRefusedError: [Errno 111] refused")
+    d.peer_close(code=1006, reason="ConnectionRefusedError: [Errno 111] refused")
+    assert str(waiter.outcomes[0][1]).count("ConnectionRefusedError") == 1
