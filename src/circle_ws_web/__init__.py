@@ -13,6 +13,7 @@ from .client import CircleWsClient
 from .errors import (
     AuthError,
     CircleWsClientError,
+    CircuitOpenError,
     ClientClosedError,
     ConfigError,
     ConnectError,
@@ -37,6 +38,7 @@ __all__ = [
     "AuthError",
     "CircleWsClient",
     "CircleWsClientError",
+    "CircuitOpenError",
     "ClientClosedError",
     "ConfigError",
     "ConnectError",

@@ -7,9 +7,11 @@ from dataclasses import replace
 from typing import Any, Final
 
 from .auth import PrivateKey
+from .breaker import BreakerSettings
 from .config import ClientOptions, validate_url
 from .errors import ConfigError
 from .manager import WsManager
+from .routing import ServerSettings
 from .transport import Clock, PageEvents, TransportFactory
 
 __all__ = ["WsManagerBuilder", "ws_manager"]
@@ -35,6 +37,8 @@ class WsManagerBuilder:
     def __init__(self) -> None:
         self._key: PrivateKey | None = None
         self._urls: list[str] = []
+        self._servers: dict[str, ServerSettings] = {}
+        self._breaker = BreakerSettings()
         self._options = ClientOptions()
         self._factory: TransportFactory | None = None
         self._clock: Clock | None = None
@@ -50,11 +54,17 @@ class WsManagerBuilder:
         self._key = PrivateKey(key)
         return self
 
-    def add_server_url(self, url: str) -> WsManagerBuilder:
+    def add_server_url(self, url: str, priority: int = 0, weight: int = 1, connections: int = 1) -> WsManagerBuilder:
+        """Add a server. ``priority``: lower numbers first, higher ones are fallbacks for
+        ``execute_script_any``; ``weight``: its share of the calls among servers of equal
+        priority; ``connections``: authenticated sockets kept to it, calls going to the least
+        loaded (docs/fleet.md). ``ConfigError`` naming the problem for a bad value."""
         url = validate_url(url)
+        settings = ServerSettings(priority=priority, weight=weight, connections=connections)
         if url in self._urls:
             raise ConfigError(f"server URL {url!r} was added twice")
         self._urls.append(url)
+        self._servers[url] = settings
         return self
 
     def add_server_urls(self, *urls: str) -> WsManagerBuilder:
@@ -111,6 +121,20 @@ class WsManagerBuilder:
         """Largest frame accepted from a server, in bytes (default 16 MiB)."""
         return self._tune(max_message_size=size)
 
+    def circuit_breaker(
+        self, failure_threshold: int | _Keep = _KEEP, reset_timeout: float | _Keep = _KEEP
+    ) -> WsManagerBuilder:
+        """Every server's circuit breaker: open after ``failure_threshold`` consecutive
+        failures (default 5: failed connection attempts, lost connections, timed-out calls),
+        calls to it then failing at once with ``CircuitOpenError``; one probe call after
+        ``reset_timeout`` seconds (default 30.0), or as soon as its client reconnects."""
+        old = self._breaker
+        self._breaker = BreakerSettings(  # validates, ConfigError naming the problem
+            old.failure_threshold if isinstance(failure_threshold, _Keep) else failure_threshold,
+            old.reset_timeout if isinstance(reset_timeout, _Keep) else reset_timeout,
+        )
+        return self
+
     def transport_factory(self, factory: TransportFactory) -> WsManagerBuilder:
         """Use another transport (advanced; the platform's own is picked by default)."""
         self._factory = factory
@@ -143,7 +167,10 @@ class WsManagerBuilder:
     def build(self) -> WsManager:
         if not self._urls:
             raise ConfigError("no server URL: call add_server_url() at least once before build()")
-        return WsManager(self._urls, self._key, self._options, self._factory, self._clock, self._page_events)
+        return WsManager(
+            self._urls, self._key, self._options, self._factory, self._clock, self._page_events,
+            servers=self._servers, breaker=self._breaker,
+        )
 
 
 def ws_manager() -> WsManagerBuilder:

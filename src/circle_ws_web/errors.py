@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "AuthError",
     "CircleWsClientError",
+    "CircuitOpenError",
     "ClientClosedError",
     "ConfigError",
     "ConnectError",
@@ -37,6 +38,17 @@ class ConnectError(CircleWsClientError):
 
 class NotConnectedError(CircleWsClientError):
     """The call needs a ready connection and there is none right now."""
+
+
+class CircuitOpenError(NotConnectedError):
+    """The server's circuit breaker is open (it failed too often lately): the call was refused
+    at once and nothing was sent. ``url`` names the server, ``retry_in`` the seconds until a
+    probe call may go through."""
+
+    def __init__(self, message: str, *, url: str = "", retry_in: float = 0.0) -> None:
+        super().__init__(message)
+        self.url = url
+        self.retry_in = retry_in
 
 
 class ConnectionLostError(CircleWsClientError):
