@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from .soak import ALL, NOT_CONNECTED, OK, OUTCOME_NAMES
+from .soak import ALL, ANY, NOT_CONNECTED, OK, OUTCOME_NAMES
 
 SCRIPT = re.compile(r"^'c(\d+)-n(\d+)'$")
 
@@ -36,6 +36,7 @@ def _journal_checks(report: dict[str, Any], journals: dict[str, list[dict[str, A
     outcome = base64.b64decode(report["outcome"])
     target = base64.b64decode(report["target"])
     all_calls = {int(n): {int(k): c for k, c in per.items()} for n, per in report["all_calls"].items()}
+    any_where = {int(n): i for n, i in report.get("any_where", {}).items()}
     seen: list[Counter[int]] = []
     detail: list[dict[int, list[dict[str, Any]]]] = []
     foreign = torn = 0
@@ -64,10 +65,26 @@ def _journal_checks(report: dict[str, Any], journals: dict[str, list[dict[str, A
             if n >= len(target):
                 v(f"journal: {name} executed script 'n{n}', a call number the soak never made")
                 continue
-            if target[n] != ALL and target[n] != i:
+            if target[n] not in (ALL, ANY) and target[n] != i:
                 misrouted += 1
                 v(f"journal: script 'n{n}' (sent to {names[target[n]]}) executed on {name}")
     for n in range(1, len(outcome)):
+        if target[n] == ANY:  # one server of the manager's choosing, never two
+            runs = {i: seen[i].get(n, 0) for i in range(len(names)) if seen[i].get(n, 0)}
+            if len(runs) > 1:
+                duplicates += sum(runs.values()) - 1
+                v(f"journal: execute_script_any 'n{n}' ran on {', '.join(names[i] for i in runs)}")
+            if outcome[n] == OK and (n not in any_where or runs.get(any_where[n], 0) == 0):
+                result_not_run += 1
+                said = names[any_where[n]] if n in any_where else "?"
+                v(f"journal: execute_script_any 'n{n}' says it ran on {said}, whose journal has no line for it "
+                  f"(ran on: {[names[i] for i in runs]})")
+            elif outcome[n] == NOT_CONNECTED and runs:
+                refused_but_run += 1
+                v(f"journal: execute_script_any 'n{n}' failed with NotConnectedError but ran on {list(map(names.__getitem__, runs))}")
+            elif outcome[n] not in (OK, NOT_CONNECTED) and runs:
+                executed_failed += 1
+            continue
         per = all_calls.get(n) if target[n] == ALL else {target[n]: outcome[n]}
         for i, code in (per or {}).items():
             ran = seen[i].get(n, 0)
@@ -156,6 +173,9 @@ def analyze(
         if len(violations) < 120:
             violations.append(text)
 
+    for fault in faults:
+        if "error" in fault:
+            v(f"rig: the {fault['kind']} on {fault['server']} at {fault['at']}s failed: {fault['error']}")
     counts = report["counts"]
     figures: dict[str, Any] = {
         "platform": report["platform"],
@@ -172,6 +192,8 @@ def analyze(
         "worst overshoot past a call's timeout": f"{report['worst_overshoot']} s",
         "reconnects (client metrics, per connection)": sum(m.get("reconnects", 0) for m in report["metrics"].values()),
         "churned clients (connect, calls, disconnect)": counts.get("churn clients", 0),
+        "manager: execute_script_all / execute_script_any": (
+            f"{counts.get('execute_script_all', 0)} / {counts.get('execute_script_any', 0)}"),
         "calls abandoned by their caller (wait_for)": counts.get("abandoned by the caller", 0),
         "bursts (10-40 plays at once) / garbage calls": f"{counts.get('bursts', 0)} / {counts.get('garbage calls', 0)}",
         "churn: disconnect() while": ", ".join(

@@ -294,6 +294,9 @@ class ChaosProxy:
                 await self._flowing.wait()  # a black hole may have opened while we slept
                 if link.mute:
                     continue  # half-open: what the client sends goes nowhere
+                if dst.is_closing():  # the other side went away: the link is over
+                    self._close_link(link, rst=True)
+                    return
                 if direction in link.cut:
                     half = data[: len(data) // 2]
                     if half:

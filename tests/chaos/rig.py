@@ -45,8 +45,9 @@ FAULT_KINDS = {
 WINDOWED = frozenset({"delay", "blackhole", "refuse", "restart", "drip"})
 #: Seconds between two faults (anywhere), drawn uniformly.
 GAP = (0.2, 1.6)
-#: What a restart holds its server for, besides its down time (the new process's start-up).
-RESTART_MARGIN = 2.0
+#: What a restart holds its server for, besides its down time (the new process's start-up; a
+#: restart that takes longer still is serialised by the server's lock, never overlapped).
+RESTART_MARGIN = 4.0
 
 
 def make_schedule(seed: Any, seconds: float, servers: Sequence[str]) -> list[dict[str, Any]]:
@@ -124,8 +125,11 @@ class _Server:
         self.process = ServerProcess(free_port(), require_auth=require_auth)
         self.incarnation = 0
         self.journals: list[Path] = []
+        #: Held while the process is being stopped or started (rig loop only).
+        self.lock = asyncio.Lock()
 
     def start(self) -> None:
+        self.process.stop()  # never leave a running process behind a new one
         self.incarnation += 1
         extra: tuple[str, ...] = ()
         if self.journal:
@@ -133,7 +137,6 @@ class _Server:
             self.journals.append(path)
             extra = ("--journal", str(path))
         self.process.extra = extra
-        self.process.proc = None
         self.process.start(timeout=30.0)
 
     def stop(self) -> None:
@@ -251,7 +254,7 @@ class ChaosRig:
                 wait = t0 + fault["at"] - self.now()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                task = asyncio.get_running_loop().create_task(self._apply(fault))
+                task = asyncio.get_running_loop().create_task(self._apply_logged(fault))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.sleep(max(0.0, t0 + seconds - self.now()))
@@ -267,14 +270,26 @@ class ChaosRig:
         for proxy in self.proxies.values():
             await proxy.heal()
         for server in self.servers:
-            if not server.process.running:
-                await asyncio.to_thread(server.ensure_running)
+            async with server.lock:
+                if not server.process.running:
+                    await asyncio.to_thread(server.ensure_running)
 
     def _log(self, fault: dict[str, Any], start: float, **detail: Any) -> None:
         entry = {**{k: v for k, v in fault.items() if k != "pick"}, "start": round(start, 4),
                  "end": round(self.now(), 4), **detail}
         with self._lock:
             self.fault_log.append(entry)
+
+    async def _apply_logged(self, fault: dict[str, Any]) -> None:
+        """A fault the rig could not carry out (a server that would not start again) is logged
+        with its error: the analysis reports it, and the heal tries once more."""
+        start = self.now()
+        try:
+            await self._apply(fault)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log(fault, start, error=f"{type(exc).__name__}: {exc}"[:500])
 
     async def _apply(self, fault: dict[str, Any]) -> None:
         kind, name = fault["kind"], fault["server"]
@@ -334,12 +349,14 @@ class ChaosRig:
                 proxy.set_drip(False)
                 self._log(fault, start)
         elif kind == "restart":
-            try:
-                await asyncio.to_thread(server.stop)
-                await asyncio.sleep(fault["down"])
-            finally:
-                await asyncio.to_thread(server.start)
-                self._log(fault, start, incarnation=server.incarnation)
+            async with server.lock:
+                start = self.now()
+                try:
+                    await asyncio.to_thread(server.stop)
+                    await asyncio.sleep(fault["down"])
+                finally:
+                    await asyncio.to_thread(server.start)
+                    self._log(fault, start, incarnation=server.incarnation)
         else:  # pragma: no cover
             raise ValueError(kind)
 

@@ -81,6 +81,8 @@ class _Abandoned:
 ABANDON = _Abandoned()
 #: ``target`` byte of a call sent to every server (execute_script_all).
 ALL = 255
+#: ``target`` byte of a call the manager places on one server of its choice (execute_script_any).
+ANY = 254
 #: Errors a call may end with while the network misbehaves; anything else is looked at.
 EXPECTED = (NotConnectedError, ConnectionLostError, RequestTimeoutError)
 
@@ -207,6 +209,8 @@ class Soak:
         self.outcome = bytearray([NOT_ISSUED])  # index: call number (from 1)
         self.target = bytearray([0])
         self.all_calls: dict[int, dict[int, int]] = {}
+        #: execute_script_any calls that got a result: call number -> the server it says ran it.
+        self.any_where: dict[int, int] = {}
         self.tracks: list[Track] = []
         self.worst_overshoot = float("-inf")  # max(elapsed - timeout) over calls that ended
         self.worst_connect = 0.0
@@ -420,6 +424,9 @@ class Soak:
                     self.outcome[n] = max(per.values())
                 await self.pause(NOT_CONNECTED if NOT_CONNECTED in self.all_calls.get(n, {}).values() else OK)
                 continue
+            if self.rng.random() < 0.3:
+                await self.any_call(unit, manager, urls, timeout)
+                continue
             i = self.rng.randrange(len(urls))
             n = self.new_call(i)
             text = f"c{unit}-n{n}"
@@ -428,6 +435,29 @@ class Soak:
                 lambda: self._play_output(manager.execute_script(urls[i], f"'{text}'", timeout=timeout)), timeout, text)
             self.outcome[n] = code
             await self.pause(code)
+
+    async def any_call(self, unit: int, manager: Any, urls: list[str], timeout: float | None) -> None:
+        """``execute_script_any``: the manager picks a server, passes over those that surely did
+        not get the call, never sends a sent call again. The result says where it ran; the
+        journals must agree (and show it ran nowhere else)."""
+        n = self.new_call(ANY)
+        text = f"c{unit}-n{n}"
+        where: list[Any] = []
+
+        async def make() -> Any:
+            result = await manager.execute_script_any(f"'{text}'", timeout=timeout)
+            where.append(getattr(result, "url", None))
+            return result.output
+
+        self.count("execute_script_any")
+        code, _ = await self.one_call(self.any_track, f"execute_script_any #{n}", make, timeout, text)
+        self.outcome[n] = code
+        if code == OK:
+            if where and where[0] in urls:
+                self.any_where[n] = urls.index(where[0])
+            else:
+                self.violation(f"execute_script_any #{n}: result.url {where[:1]!r} is none of the servers")
+        await self.pause(code)
 
     async def lifecycle_call(self, track: Track, what: str, make: Callable[[], Any], bound: float) -> Any:
         """``connect()`` / ``wait_connected()``: ends within ``bound`` with None or a typed error
@@ -656,6 +686,7 @@ class Soak:
         by_url = {s["url"]: t for s, t in zip(self.servers, mtracks)}
         manager.on_status_change(lambda url, status: by_url[url](status))
         self.tracks.extend(mtracks)
+        self.any_track = Track(self, "manager(execute_script_any)", 0, True, "any")
         manager_unit = len(self.tracks)
         churn_unit = manager_unit + 1
         connections = [c for _, c, _ in singles] + [manager.get_client(s["url"]) for s in self.servers]
@@ -727,7 +758,7 @@ class Soak:
             track.calm_results = 0
         await asyncio.sleep(cfg["calm"])
         for track in self.tracks:
-            if track.kind != "churn" and track.calm_results == 0:
+            if track.kind not in ("churn", "any") and track.calm_results == 0:
                 self.violation(f"{track.name}: no successful call in the {cfg['calm']:g}s after recovery")
 
         self.phase = "stopping"
@@ -781,6 +812,7 @@ class Soak:
             "outcome": base64.b64encode(bytes(self.outcome)).decode(),
             "target": base64.b64encode(bytes(self.target)).decode(),
             "all_calls": {str(n): {str(k): v for k, v in per.items()} for n, per in self.all_calls.items()},
+            "any_where": {str(n): i for n, i in self.any_where.items()},
             "metrics": metrics,
             "memory": self.memory,
             "timing": self.timing,
