@@ -242,7 +242,8 @@ class WsManager:
 
     async def add_server(self, url: str, *, priority: int = 0, weight: int = 1, connections: int = 1) -> None:
         """Add a server while the manager runs and start connecting to it in the background
-        (its clients keep trying until it comes up). Returns at once; callbacks registered
+        (its clients keep trying until it comes up). Returns once the attempts have begun
+        (the server is ``connecting``), without waiting for them; callbacks registered
         with :meth:`on_status_change` see it too. ``ConfigError`` for a bad URL or option, or
         a URL already there. To wait for it: ``await manager.get_client(url).wait_connected(t)``."""
         url = validate_url(url)
@@ -258,6 +259,7 @@ class WsManager:
             task = loop.create_task(self._connect_in_background(client))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        await asyncio.sleep(0)  # the tasks take their first step: the attempts have begun
 
     async def _connect_in_background(self, client: CircleWsClient) -> None:
         try:
