@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from .auth import PrivateKey
 from .breaker import BreakerSettings, BreakerState, CircuitBreaker
@@ -96,6 +96,12 @@ class _Server:
 
     def ready(self) -> list[bool]:
         return [c.is_connected for c in self.clients]
+
+    def any_ready(self) -> bool:
+        for client in self.clients:
+            if client.is_connected:
+                return True
+        return False
 
     @property
     def in_flight(self) -> int:
@@ -500,9 +506,9 @@ class WsManager:
                 raise ConfigError("hedge_after needs idempotent=True: a hedged call runs on two servers")
             hedge_after = _check_seconds("hedge_after", hedge_after)
         deadline = self._now() + budget
-        order = self._rank()
+        order = self._order()
         if hedge_after is not None:
-            return await self._hedged(order, script, deadline, budget, hedge_after)
+            return await self._hedged(list(order), script, deadline, budget, hedge_after)
         passed: list[tuple[str, CircleWsClientError]] = []
         lost: CircleWsClientError | None = None
         for server in order:
@@ -659,18 +665,33 @@ class WsManager:
         """Any JSON-RPC method on the server at ``url`` (its breaker applies, as to a play)."""
         return await self._call(self._server(url), lambda client: client.call(method, params, timeout=timeout))
 
-    def _rank(self) -> list[_Server]:
+    def _candidates(self) -> list[Candidate]:
+        """What the router needs of each server, now (an open breaker whose time has come
+        moves to half-open here)."""
         now = self._now()
-        servers = self._servers
-        candidates = []
-        for server in servers.values():
-            breaker = self._poll(server, now)
-            usable = breaker.would_allow(now) and any(c.is_connected for c in server.clients)
+        out = []
+        for server in self._servers.values():
+            breaker = server.breaker
+            state = breaker.state
+            if state is not BreakerState.CLOSED:
+                state = self._poll(server, now).state
+            usable = (state is BreakerState.CLOSED or breaker.would_allow(now)) and server.any_ready()
             rtts = server.rtts
             settings = server.settings
-            candidates.append(Candidate(server.url, settings.priority, settings.weight, usable,
-                                        sum(server.loads), rtts[-1] if rtts else None))
-        return [servers[c.key] for c in self._router.rank(candidates)]
+            out.append(Candidate(server.url, settings.priority, settings.weight, usable,
+                                 sum(server.loads), rtts[-1] if rtts else None))
+        return out
+
+    def _order(self) -> Iterator[_Server]:
+        """The servers in the order to try them for one call; the fallbacks are ranked only
+        if the first choice could not take it (the common case costs one pass)."""
+        candidates = self._candidates()
+        snapshot = dict(self._servers)
+        first = self._router.first(candidates)
+        if first is not None:
+            yield snapshot[first.key]
+        for candidate in self._router.fallbacks(candidates, first):
+            yield snapshot[candidate.key]
 
     # -- reports ---------------------------------------------------------------------------------
 

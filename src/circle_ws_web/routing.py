@@ -109,20 +109,33 @@ class Router:
         score[best.key] = best_score - total
         return best
 
+    def first(self, candidates: Sequence[Candidate]) -> Candidate | None:
+        """The first choice (rules 1-3), advancing the round-robin; None if no candidate can
+        take a call now. Cheap: the common case needs nothing more (see :meth:`fallbacks`)."""
+        top: int | None = None
+        group: list[Candidate] = []
+        for c in candidates:
+            if c.usable:
+                if top is None or c.priority < top:
+                    top, group = c.priority, [c]
+                elif c.priority == top:
+                    group.append(c)
+        if not group:
+            return None
+        return group[0] if len(group) == 1 else self.pick(group)
+
+    @staticmethod
+    def fallbacks(candidates: Sequence[Candidate], first: Candidate | None) -> list[Candidate]:
+        """Everything but ``first``, in the order to try them (rule 4). A server of better
+        priority that cannot take a call now fails at once (refused by its breaker, or not
+        connected), so it costs nothing where it stands."""
+        return sorted((c for c in candidates if c is not first), key=_fallback_key)
+
     def rank(self, candidates: Sequence[Candidate]) -> list[Candidate]:
         """Every candidate, in the order to try them (see the module's rules)."""
-        if not candidates:
-            return []
-        usable = [c for c in candidates if c.usable]
-        if not usable:
-            return sorted(candidates, key=_fallback_key)
-        top = min(c.priority for c in usable)
-        group = [c for c in usable if c.priority == top]
-        first = self.pick(group) if len(group) > 1 else group[0]
-        rest = sorted((c for c in candidates if c is not first), key=_fallback_key)
-        # A server of better priority that cannot take a call now fails at once (refused by its
-        # breaker, or not connected): ranked after the first choice, it costs nothing.
-        return [first, *rest]
+        first = self.first(candidates)
+        rest = self.fallbacks(candidates, first)
+        return rest if first is None else [first, *rest]
 
 
 def least_loaded(loads: Sequence[int], ready: Sequence[bool], start: int = 0) -> int | None:
