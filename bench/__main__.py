@@ -25,7 +25,7 @@ from .report import row, target
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-NAMES = ("rpc", "capacity", "connect", "recovery", "silence", "auth", "memory", "cold")
+NAMES = ("rpc", "capacity", "connect", "recovery", "silence", "auth", "memory", "fleet", "cold")
 BROWSER_NAMES = {"rpc", "connect", "auth", "memory", "cold"}
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -162,6 +162,13 @@ def build_rows(s: dict[str, list[float]], cfg: dict[str, Any]) -> list[dict[str,
         f"silent server detected (keep-alive {i * 1000:.0f} + {t * 1000:.0f} ms)", "ms",
         "asyncio.sleep(interval + timeout)", goal=target("value_max", limit, f"<= {limit:.0f} ms (+10 %)"))
 
+    add("fleet.any.p50", "fleet.direct.p50", "fleet.any", "CPython fleet",
+        "execute_script_any round trip p50 (two servers, the preferred one up)", "ms",
+        "execute_script on the same connection", goal=target("ratio_max", 1.1, "<= 1.1x"))
+    add("fleet.any_down.p50", "fleet.next.p50", "fleet.down", "CPython fleet",
+        "execute_script_any p50, preferred server known down (breaker open)", "ms",
+        "execute_script on the next server: one round trip", goal=target("ratio_max", 1.1, "<= 1.1x"),
+        note="no timeout is waited: the down server is passed over before anything is sent")
     add("auth.sign.ecdsa", "auth.sign.coincurve", "auth.sign.cpython", "signing", "EIP-191 sign, ecdsa backend, CPython",
         "ms", "coincurve, CPython")
     add("auth.keccak.pure", "auth.keccak.native", "auth.keccak.cpython", "signing", "keccak256, pure Python, CPython",

@@ -20,6 +20,7 @@ import gc
 import itertools
 import json
 import logging
+import socket
 import sys
 import time
 import tracemalloc
@@ -314,6 +315,42 @@ async def bench_memory(cfg: dict[str, Any], out: Samples) -> None:
         tracemalloc.stop()
 
 
+async def bench_fleet(cfg: dict[str, Any], out: Samples) -> None:
+    """The fleet's routing cost: ``execute_script_any`` against ``execute_script`` on the same
+    connection (two servers, the preferred one up), and the time to an answer when the
+    preferred server is already known down (nothing listens there: its client reconnects in
+    the background and its breaker is open) against a plain call to the next server."""
+    n = cfg["sequential"]
+    with servers.ping_server(nports=2) as ps:
+        main, spare = ps.urls
+        with socket.socket() as sock:  # a port where nothing listens
+            sock.bind(("127.0.0.1", 0))
+            dead = f"ws://127.0.0.1:{sock.getsockname()[1]}"
+        up = ws_manager().add_server_url(main, priority=0).add_server_url(spare, priority=1).build()
+        down = (ws_manager().add_server_url(dead, priority=0).add_server_url(spare, priority=1)
+                .reconnect(initial_delay=0.05, max_delay=0.2).circuit_breaker(failure_threshold=3).build())
+        await up.connect()
+        await down.connect()
+        while down.breaker_state(dead).value != "open":  # known down: refused and counted
+            await asyncio.sleep(0.05)
+        calls: dict[str, Call] = {
+            "direct": lambda: up.execute_script(main, "1"),
+            "any": lambda: up.execute_script_any("1"),
+            "next": lambda: down.execute_script(spare, "1"),
+            "any_down": lambda: down.execute_script_any("1"),
+        }
+        for call in calls.values():
+            await sequential(call, 200)  # warm-up
+        for rep in range(cfg["reps"]):
+            order = list(calls.items()) if rep % 2 == 0 else list(calls.items())[::-1]
+            for name, call in order:
+                out[f"fleet.{name}.p50"].append(percentile(await sequential(call, n), 50))
+        result = await down.execute_script_any("1")
+        assert result.url == spare, result
+        await up.disconnect_all()
+        await down.disconnect_all()
+
+
 BENCHES = {
     "rpc": bench_rpc,
     "capacity": bench_server_capacity,
@@ -322,6 +359,7 @@ BENCHES = {
     "silence": bench_silence,
     "auth": bench_auth,
     "memory": bench_memory,
+    "fleet": bench_fleet,
 }
 
 

@@ -1,7 +1,8 @@
 // A minimal WebSocket JSON-RPC `ping` server in plain Node (no npm packages): the bench's fast
 // server. RFC 6455 framing by hand, text frames only; answers every request frame with
-// {"jsonrpc":"2.0","result":"pong","id":<its id>}. It is here so that the browser and CPython
-// benchmarks measure the clients, not a server. Usage: node ping_server.mjs [--port P]...
+// {"jsonrpc":"2.0","result":"pong","id":<its id>} (result {"output":"pong"} for "play"). It is
+// here so that the browser and CPython benchmarks measure the clients, not a server.
+// Usage: node ping_server.mjs [--port P]...
 // Prints one "listening on ws://127.0.0.1:PORT" line per port (0 picks a free one).
 import http from "node:http";
 import crypto from "node:crypto";
@@ -18,9 +19,13 @@ function frame(opcode, payload) {
 }
 
 function reply(text) {
-  let id = "null";
-  try { id = JSON.stringify(JSON.parse(text).id ?? null); } catch { /* not JSON: id null */ }
-  return frame(1, Buffer.from(`{"jsonrpc":"2.0","result":"pong","id":${id}}`));
+  let id = "null", result = '"pong"';
+  try {
+    const msg = JSON.parse(text);
+    id = JSON.stringify(msg.id ?? null);
+    if (msg.method === "play") result = '{"output":"pong"}';  // the fleet benchmarks run plays
+  } catch { /* not JSON: id null */ }
+  return frame(1, Buffer.from(`{"jsonrpc":"2.0","result":${result},"id":${id}}`));
 }
 
 function serveSocket(socket) {
