@@ -71,6 +71,12 @@ def run(cfg: dict[str, Any], out: Samples, info: dict[str, Any]) -> None:
                     t = time.perf_counter()
                     fn()
                     _log(f"browser {name}: {time.perf_counter() - t:.1f} s")
+            if "connect" in only and cfg["reps"] >= 7:  # full profile only (~2 min): bench/cap.py
+                from . import cap
+
+                t = time.perf_counter()
+                cap.run(page, cap.N, cap.REPS, out)
+                _log(f"browser cap ({cap.N} servers): {time.perf_counter() - t:.1f} s")
         finally:
             if page is not None:
                 page.close()
