@@ -246,7 +246,12 @@ class BrowserTransport:
         over_cap = _sockets + len(_waiting) >= MAX_SOCKETS
         _waiting.append(self)
         if over_cap:
-            events.on_error(_cap_message())
+            try:
+                events.on_error(_cap_message())
+            except BaseException:  # the owner never gets this transport: it must not wait on
+                _waiting.remove(self)
+                self._state = DONE
+                raise
 
     def _start(self) -> None:
         global _live, _opening, _sockets
