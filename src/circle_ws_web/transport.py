@@ -5,7 +5,9 @@ A transport is created already connecting (like ``new WebSocket(url)``) and repo
 
 * ``on_open`` at most once, before any ``on_message``;
 * ``on_close`` exactly once, always last (also when opening failed: then without ``on_open``);
-* ``on_error`` is informational and is followed by ``on_close``;
+* ``on_error`` is informational: it says why the socket is failing (followed by ``on_close``)
+  or why it waits (the browser's socket cap: then ``on_open`` or ``on_close`` follows); it may
+  come during the factory call, before the transport is returned;
 * ``send`` and ``close`` never block and never raise for a closed socket (the close event
   tells the owner instead); ``close`` is idempotent.
 
