@@ -333,18 +333,24 @@ async def bench_fleet(cfg: dict[str, Any], out: Samples) -> None:
         await down.connect()
         while down.breaker_state(dead).value != "open":  # known down: refused and counted
             await asyncio.sleep(0.05)
-        calls: dict[str, Call] = {
-            "direct": lambda: up.execute_script(main, "1"),
-            "any": lambda: up.execute_script_any("1"),
-            "next": lambda: down.execute_script(spare, "1"),
-            "any_down": lambda: down.execute_script_any("1"),
-        }
-        for call in calls.values():
-            await sequential(call, 200)  # warm-up
-        for rep in range(cfg["reps"]):
-            order = list(calls.items()) if rep % 2 == 0 else list(calls.items())[::-1]
-            for name, call in order:
-                out[f"fleet.{name}.p50"].append(percentile(await sequential(call, n), 50))
+        pairs: list[tuple[tuple[str, Call], tuple[str, Call]]] = [
+            (("direct", lambda: up.execute_script(main, "1")), ("any", lambda: up.execute_script_any("1"))),
+            (("next", lambda: down.execute_script(spare, "1")), ("any_down", lambda: down.execute_script_any("1"))),
+        ]
+        clock = time.perf_counter
+        for rep in range(cfg["reps"] + 1):  # the first round warms up
+            for pair in pairs:
+                # Interleaved call by call (the order swapped each time): on a shared machine
+                # both sides of a ratio then see the same load.
+                lat: dict[str, list[float]] = {pair[0][0]: [], pair[1][0]: []}
+                for i in range(n if rep else 200):
+                    for name, call in (pair if i % 2 == 0 else pair[::-1]):
+                        t0 = clock()
+                        await call()
+                        lat[name].append((clock() - t0) * 1000)
+                if rep:
+                    for name, values in lat.items():
+                        out[f"fleet.{name}.p50"].append(percentile(values, 50))
         result = await down.execute_script_any("1")
         assert result.url == spare, result
         await up.disconnect_all()
