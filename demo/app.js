@@ -188,6 +188,7 @@
       mod.destroy();
     });
     if (config.testControls) document.body.dataset.testControls = "";
+    if (config.extraServer) $("#extra-server").textContent = config.extraServer;
     const versions = JSON.parse(state.app.version());
     $("#lib-version").textContent = `circle-ws-web ${versions.circle_ws_web} · Python ${versions.python}`;
     setStep("install", "done", `circle-ws-web ${versions.circle_ws_web} + ecdsa · ${fmtMs(demo.timings.install_ms)}`);
@@ -261,6 +262,9 @@
       ["calls", "calls", "calls sent: scripts, keep-alive pings, authentication steps"],
       ["errors", "errors", "calls answered with an error, lost or timed out"],
       ["reconnects", "reconnects", "successful reconnections after a lost connection"],
+      ["priority", "priority", "Run on any prefers the lowest number (WsManager.health())"],
+      ["breaker", "breaker", "circuit breaker: closed (calls go), open (refused at once), half-open (one probe)"],
+      ["p50", "p50 / p95", "round trips of the manager's recent calls to this server"],
     ]) {
       metrics.append(el("div", { class: "metric", "data-metric": key, title }, el("dt", { text: name }), el("dd", { text: "–" })));
     }
@@ -308,8 +312,8 @@
     const errorBox = $("#url-error");
     const raw = input.value;
     if (!state.app) return;
-    if (state.phase !== "idle") {
-      errorBox.textContent = "Disconnect first to change the servers.";
+    if (state.phase !== "idle" && state.phase !== "connected") {
+      errorBox.textContent = "Wait until Connect or Disconnect has finished.";
       return;
     }
     const res = JSON.parse(state.app.check_url(raw, JSON.stringify(state.servers.map((s) => s.url))));
@@ -323,7 +327,8 @@
     input.removeAttribute("aria-invalid");
     input.value = "";
     addServerRow(res.url);
-    logLine("info", `Added ${res.url}.`);
+    if (state.phase === "connected") joinFleet(res.url);
+    else logLine("info", `Added ${res.url}.`);
     refreshControls();
   }
 
@@ -342,6 +347,28 @@
       set("calls", m ? String(m.calls) : "–");
       set("errors", m ? String(m.errors + m.timeouts) : "–");
       set("reconnects", m ? String(m.reconnects) : "–");
+    }
+    renderHealth();
+  }
+
+  // The fleet: each server's priority, breaker and recent round trips (WsManager.health()).
+  // The breaker's changes also reach the log, as the library's own log lines.
+  function renderHealth() {
+    const all = JSON.parse(state.app.health());
+    const ms = (v) => (v == null ? "–" : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`);
+    for (const server of state.servers) {
+      const h = all[server.url];
+      const set = (key, value, title) => {
+        const b = $(`[data-metric="${key}"] dd`, server.row);
+        if (b.textContent !== value) b.textContent = value;
+        if (title !== undefined) b.title = title;
+      };
+      set("priority", h ? String(h.priority) : "–");
+      set("breaker", h ? h.breaker : "–", h && h.breaker === "open"
+        ? `${h.failures} failures in a row (last: ${h.last_error}); a probe in ${h.retry_in} s or on reconnect` : "");
+      set("p50", h && h.p50_ms != null ? `${ms(h.p50_ms)} / ${ms(h.p95_ms)}` : "–");
+      if (h) server.row.dataset.breaker = h.breaker;
+      else delete server.row.dataset.breaker;
     }
   }
 
@@ -384,12 +411,14 @@
     byTestId("disconnect").disabled = !ready || idle || state.phase === "disconnecting";
     byTestId("generate-key").disabled = !ready || !idle;
     byTestId("private-key").disabled = !idle;
-    byTestId("server-url").disabled = !idle;
-    byTestId("add-server").disabled = !ready || !idle;
+    const canAdd = idle || state.phase === "connected"; // a running manager takes new servers
+    byTestId("server-url").disabled = !canAdd;
+    byTestId("add-server").disabled = !ready || !canAdd;
     for (const b of document.querySelectorAll(".remove")) b.disabled = !idle;
     for (const s of state.servers) $(".drop", s.row).disabled = idle || s.status !== "connected";
     byTestId("run").disabled = !ready || state.servers.length === 0;
     byTestId("run-all").disabled = !ready || state.servers.length === 0;
+    byTestId("run-any").disabled = !ready || state.servers.length === 0;
     $("#lock-hint").hidden = idle;
     document.body.dataset.phase = state.phase;
   }
@@ -476,6 +505,37 @@
     refreshMetrics();
   }
 
+  async function runAny() {
+    const script = byTestId("script").value;
+    if (!state.app) return;
+    if (!script.trim()) return logLine("error", "The script is empty.");
+    const res = JSON.parse(await state.app.run_any(script));
+    if (res.ok && res.failover) {
+      logLine("warn", `Run on any: the preferred server could not take the call; failed over to ${shortUrl(res.url)}.`,
+        { url: res.url });
+    }
+    logRun(res.ok ? res.url : null, script, res, res.ms);
+    refreshMetrics();
+  }
+
+  // A server added while connected joins the running manager (WsManager.add_server).
+  async function joinFleet(url) {
+    const res = JSON.parse(await state.app.add_server(url));
+    if (res.ok) {
+      logLine("info", `Added ${url} to the running manager: it connects in the background.`, { url });
+    } else {
+      logLine("error", `Cannot add ${url}: ${res.error}`);
+      const i = state.servers.findIndex((s) => s.url === url);
+      if (i >= 0) {
+        state.servers[i].row.remove();
+        state.servers.splice(i, 1);
+        renderTargets();
+      }
+    }
+    refreshControls();
+    refreshMetrics();
+  }
+
   async function dropConnection(url) {
     if (!state.app) return;
     logLine("info", "Asking the server to drop this connection (test.drop)…", { url });
@@ -557,6 +617,7 @@
     byTestId("disconnect").addEventListener("click", disconnect);
     byTestId("run").addEventListener("click", run);
     byTestId("run-all").addEventListener("click", runAll);
+    byTestId("run-any").addEventListener("click", runAny);
     byTestId("script").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
         ev.preventDefault();

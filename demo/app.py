@@ -161,8 +161,10 @@ class DemoApp:
             builder = ws_manager()
             if key.strip():
                 builder.private_key(key.strip())
-            for url in urls:
-                builder.add_server_url(url)
+            for priority, url in enumerate(urls):  # the first listed is preferred, then the next
+                builder.add_server_url(url, priority=priority)
+            # A breaker per server, quick to open and to probe again in a demo.
+            builder.circuit_breaker(failure_threshold=3, reset_timeout=10.0)
             # A demo should recover quickly when a server comes back (backoff capped at 5 s),
             # and show its keep-alive at work (a ping after 10 s of silence).
             builder.reconnect(initial_delay=0.25, max_delay=5.0)
@@ -248,6 +250,45 @@ class DemoApp:
             else:
                 results[url] = {"ok": True, "output": outcome.output}
         return _json(ok=True, results=results, ms=ms)
+
+    # -- the fleet -----------------------------------------------------------------------
+
+    def health(self) -> str:
+        """Per server: priority, breaker state and what the manager measured (WsManager.health())."""
+        if self.manager is None:
+            return "{}"
+        ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
+        return json.dumps({
+            url: {"priority": h.priority, "breaker": h.breaker, "failures": h.consecutive_failures,
+                  "retry_in": round(h.retry_in, 1), "in_flight": h.in_flight,
+                  "p50_ms": ms(h.rtt_p50), "p95_ms": ms(h.rtt_p95), "last_error": h.last_error}
+            for url, h in self.manager.health().items()
+        })
+
+    async def run_any(self, script: str) -> str:
+        """``execute_script_any``: the best server runs it; ``url`` says which."""
+        if self.manager is None:
+            return _json(ok=False, error="not connected: press Connect first")
+        t0 = time.perf_counter()
+        try:
+            result = await self.manager.execute_script_any(script)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            return _json(ok=False, error=describe(exc), kind=type(exc).__name__,
+                         ms=round((time.perf_counter() - t0) * 1000, 1))
+        preferred = self.manager.urls[0] if self.manager.urls else None
+        return _json(ok=True, output=result.output, url=result.url, failover=result.url != preferred,
+                     ms=round((time.perf_counter() - t0) * 1000, 1))
+
+    async def add_server(self, url: str) -> str:
+        """Add a server to the running manager (``WsManager.add_server``): it connects in the
+        background, with the next priority number."""
+        if self.manager is None:
+            return _json(ok=False, error="not connected: press Connect first")
+        try:
+            await self.manager.add_server(url, priority=len(self.manager.urls))
+        except ConfigError as exc:
+            return _json(ok=False, error=str(exc))
+        return _json(ok=True, url=url)
 
 
 def create(ui: Any) -> DemoApp:

@@ -13,6 +13,11 @@ the page's own controls, that:
    "WebSocket connection to ... failed" lines while the server is down on purpose), no Python
    traceback, no failed or foreign request.
 
+The fleet (docs/fleet.md): "Run on any" runs on the first server (priority 0); a third server
+added while the page runs connects and joins; after the first server is killed, "Run on any"
+fails over to the next one at once, the page's log shows that server's circuit breaker
+opening, and once the server is back "Run on any" probes it and the breaker closes.
+
 It prints each step with its timing, writes a screenshot, and returns True only if all held.
 """
 
@@ -70,7 +75,7 @@ class PageWatch:
         text = msg.text
         self.console.append(f"[{msg.type}] {text}")
         if msg.type == "error":
-            if self.phase == "restart" and SOCKET_REFUSED.search(text):
+            if self.phase in ("restart", "failover") and SOCKET_REFUSED.search(text):
                 self.excused.append(text)
             else:
                 self.problems.append(f"console error ({self.phase}): {text}")
@@ -163,6 +168,44 @@ def run_script(page: Any, script: str, target: str | None, expect: int) -> list[
     return entries[before:before + expect]
 
 
+def run_any(page: Any, script: str) -> list[dict[str, Any]]:
+    """Type `script`, press Run on any; return its run entry (its url: where it ran)."""
+    before = page.locator(RUN_ENTRIES).count()
+    page.get_by_test_id("script").fill(script)
+    page.get_by_test_id("run-any").click()
+    try:
+        page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length >= n",
+                               arg=[RUN_ENTRIES, before + 1], timeout=15_000)
+    except Exception:
+        raise CheckFailed(f"no result in the output log 15 s after Run on any {script!r}") from None
+    entries = page.eval_on_selector_all(
+        RUN_ENTRIES,
+        """els => els.map(e => ({url: e.dataset.url || null, ok: e.dataset.ok === "true",
+            value: e.querySelector(".value") ? e.querySelector(".value").textContent : null,
+            text: e.textContent}))""",
+    )
+    return entries[before:before + 1]
+
+
+def wait_log(page: Any, text: str, timeout_ms: int) -> None:
+    """Wait for a line containing `text` in the page's output log."""
+    try:
+        page.wait_for_function("(t) => document.querySelector('[data-testid=output]').textContent.includes(t)",
+                               arg=text, timeout=timeout_ms, polling=50)
+    except Exception:
+        raise CheckFailed(f"the log did not show {text!r} within {timeout_ms / 1000:g} s") from None
+
+
+def wait_breaker(page: Any, url: str, word: str, timeout_ms: int) -> None:
+    """Wait until the server's row shows its breaker as `word` (app.js renderHealth)."""
+    try:
+        page.wait_for_function(
+            "([u, w]) => { const r = document.querySelector(`li.server[data-url=\"${u}\"]`);"
+            " return r && r.dataset.breaker === w; }", arg=[url, word], timeout=timeout_ms, polling=50)
+    except Exception:
+        raise CheckFailed(f"{url}: the breaker did not show '{word}' within {timeout_ms / 1000:g} s") from None
+
+
 def expect_42(entries: list[dict[str, Any]], urls: list[str]) -> None:
     got = {e["url"]: e for e in entries}
     for url in urls:
@@ -249,6 +292,33 @@ def run_check(page_url: str, servers: dict[str, Any], screenshot: Path, *, start
                 expect_42(run_script(page, "40 + 2", auth_url, 1), [auth_url])
             with steps.step("40 + 2 on all servers after the restart"):
                 expect_42(run_script(page, "40 + 2", None, 2), [open_url, auth_url])
+
+            watch.phase = "run"
+            with steps.step(f"Run on any: {open_url} (priority 0) runs it"):
+                expect_42(run_any(page, "40 + 2"), [open_url])
+                wait_breaker(page, open_url, "closed", 5_000)
+            if "third" in servers:
+                third_url = servers["third"].url
+                with steps.step(f"add {third_url} while connected: it joins the running manager"):
+                    page.get_by_test_id("server-url").fill(third_url)
+                    page.get_by_test_id("add-server").click()
+                    wait_status(page, third_url, "connected", 30_000)
+            with steps.step(f"kill {open_url}: Run on any fails over to {auth_url} at once"):
+                watch.phase = "failover"
+                servers["open"].kill()
+                wait_status(page, open_url, "reconnecting", 15_000)
+                expect_42(run_any(page, "40 + 2"), [auth_url])
+            with steps.step(f"{open_url}: its breaker opens after 3 failures, and the log says so"):
+                wait_log(page, f"{open_url}: circuit open", 15_000)
+                wait_breaker(page, open_url, "open", 5_000)
+            with steps.step("start it again: Run on any probes it, the breaker closes") as note:
+                servers["open"].start()
+                wait_status(page, open_url, "connected", 30_000)
+                expect_42(run_any(page, "40 + 2"), [open_url])
+                wait_log(page, f"{open_url}: circuit closed", 5_000)
+                wait_breaker(page, open_url, "closed", 5_000)
+                note["info"] = "open -> half-open (reconnected) -> closed (the probe answered)"
+            watch.phase = "run"
 
             with steps.step(f"screenshot {screenshot}") as note:
                 page.wait_for_timeout(1100)  # one metrics refresh after the last run

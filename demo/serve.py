@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""Run the circle-ws-web demo offline: two reference servers, a static web server, the page.
+"""Run the circle-ws-web demo offline: three reference servers, a static web server, the page.
 
 Called by ``./demo.sh`` (which first sets up the machine and builds the wheel); usable on its
 own from the project's virtualenv::
 
-    .venv/bin/python demo/serve.py [--port-open 8701] [--port-auth 8702] [--http-port 8700]
+    .venv/bin/python demo/serve.py [--port-open 8701] [--port-auth 8702] [--port-third 8703] [--http-port 8700]
                                    [--webroot DIR] [--wheel WHEEL] [--check [--screenshot PNG]]
 
 What it starts (and stops again on Ctrl-C, SIGTERM or SIGHUP, leaving no process behind):
 
 * ``python -m circle_ws_web.server --port PORT_OPEN``                  (no authentication)
 * ``python -m circle_ws_web.server --port PORT_AUTH --require-auth``   (authentication required)
+* ``python -m circle_ws_web.server --port PORT_THIRD --require-auth``  (not in the page's list:
+  the page adds it while it runs, to show a server joining the fleet)
 
-  both with ``--test-controls``, for the page's "drop this connection" button (``test.drop``);
+  all with ``--test-controls``, for the page's "drop this connection" button (``test.drop``);
 * a static web server on 127.0.0.1:HTTP_PORT (in this process) serving the demo page from
   ``demo/``, Pyodide + micropip + ecdsa/six from the web root of ``tools/webroot.py``, the
   circle-ws-web wheel, and a generated ``/config.json`` that tells the page to use all of that
@@ -22,7 +24,8 @@ Every port is checked before anything starts; a taken port ends the run with a o
 message and exit code 2. ``--check`` runs the page headless in Chromium and exits 0 only when
 the whole tour worked (see ``demo/check.py``).
 
-Ports can also come from the environment: DEMO_PORT_OPEN, DEMO_PORT_AUTH, DEMO_HTTP_PORT.
+Ports can also come from the environment: DEMO_PORT_OPEN, DEMO_PORT_AUTH, DEMO_PORT_THIRD,
+DEMO_HTTP_PORT (the third falls back to a free port when 8703 is taken and none was given).
 """
 
 from __future__ import annotations
@@ -95,12 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./demo.sh",
         description="The circle-ws-web demo page with two local reference servers, offline.",
-        epilog="Ports can also be set with DEMO_PORT_OPEN, DEMO_PORT_AUTH and DEMO_HTTP_PORT.",
+        epilog="Ports can also be set with DEMO_PORT_OPEN, DEMO_PORT_AUTH, DEMO_PORT_THIRD and DEMO_HTTP_PORT.",
     )
     parser.add_argument("--port-open", type=_port, default=_env_port("DEMO_PORT_OPEN", 8701),
                         metavar="PORT", help="server without authentication (default: 8701)")
     parser.add_argument("--port-auth", type=_port, default=_env_port("DEMO_PORT_AUTH", 8702),
                         metavar="PORT", help="server started with --require-auth (default: 8702)")
+    parser.add_argument("--port-third", type=_port, default=None, metavar="PORT",
+                        help="a third server (authentication required), not in the page's list: "
+                             "add it while the page runs (default: 8703, or a free port if taken)")
     parser.add_argument("--http-port", type=_port, default=_env_port("DEMO_HTTP_PORT", 8700),
                         metavar="PORT", help="static web server for the page (default: 8700)")
     parser.add_argument("--webroot", type=Path, default=DEFAULT_WEBROOT, metavar="DIR",
@@ -134,6 +140,12 @@ def port_problem(port: int, host: str = HOST) -> str | None:
                 return "needs privileges (pick a port above 1023)"
             return f"cannot be used: {exc.strerror or exc}"
     return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
 
 
 def check_ports(ports: dict[str, tuple[int, str]]) -> None:
@@ -405,9 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
 
+    port_third = args.port_third or _env_port("DEMO_PORT_THIRD", 8703)
+    if args.port_third is None and os.environ.get("DEMO_PORT_THIRD") is None and port_problem(port_third):
+        port_third = _free_port()  # the third server is optional to the tour: never the reason it fails
     servers = [
         ServerProcess("open", args.port_open, require_auth=False),
         ServerProcess("auth", args.port_auth, require_auth=True),
+        ServerProcess("third", port_third, require_auth=True),
     ]
     static: StaticServer | None = None
     stopped = False
@@ -416,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         check_ports({
             "open server": (args.port_open, "--port-open"),
             "auth server": (args.port_auth, "--port-auth"),
+            "third server": (port_third, "--port-third"),
             "web server": (args.http_port, "--http-port"),
         })
         webroot = timed(f"web root ready in {_shown(args.webroot)}",
@@ -427,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         config = page_config(webroot, [
             {"url": servers[0].url, "label": "open", "note": "no authentication"},
             {"url": servers[1].url, "label": "auth", "note": "authentication required"},
-        ], testControls=True)
+        ], testControls=True, extraServer=servers[2].url)  # the third: added from the page
         static = timed(f"web server on http://{HOST}:{args.http_port}/",
                        lambda: StaticServer(webroot, config, args.http_port))
         manifest = json.loads((webroot / "webroot.json").read_text())
@@ -445,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             f"    open  {static.url}\n"
             f"\n"
             f"  servers: {servers[0].url} (open), {servers[1].url} (auth required)\n"
+            f"  a third, to add while the page runs: {servers[2].url} (auth required)\n"
             f"  Press Ctrl-C to stop.\n",
             flush=True,
         )
