@@ -742,14 +742,20 @@ class Lifecycle:
         return "offline" if self.offline else "page hidden" if self.suspended else None
 
     def network_offline(self, now: float) -> None:
-        """The browser says the network is gone (``offline``): stop attempting. Attempts made
-        now would fail and only grow the backoff; ``online`` resumes at once."""
+        """The browser says the network is gone (``offline``): stop attempting (attempts made
+        now would fail and only grow the backoff; ``online`` resumes at once), and check a
+        connection that is up with a short ping."""
         if self.offline or self.status is S.CLOSED:
             return
         self.offline = True
         logger.info("%s: the browser is offline; waiting for the network", self.url)
         if self.status is S.RECONNECTING:
             self._cancel_timer(Timer.BACKOFF)
+        elif self.status is S.CONNECTED:
+            # Chromium keeps an open socket across offline and holds its frames: check it.
+            # Answered (the browser was wrong), it stays; otherwise it is dropped, and the
+            # client waits for the network without counting attempts.
+            self._ping(now, min(self.options.keepalive_timeout, LIVENESS_TIMEOUT))
         self._move(E.OFFLINE, self.status)
 
     def network_online(self, now: float) -> None:

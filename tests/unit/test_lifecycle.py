@@ -561,8 +561,18 @@ def test_a_connection_lost_while_offline_waits_for_the_network() -> None:
     d.m.network_offline(d.now)
     d.run()
     assert d.m.status is S.CONNECTED  # offline alone does not drop a socket that still works
-    d.peer_close()  # Chromium closes open sockets (1006) when it goes offline
+    assert d.last_request()["method"] == "ping" and d.timers[Timer.KEEPALIVE] == d.now + 3.0
+    d.advance(3.0)  # Chromium holds the frames of an open socket while offline: no answer
     assert d.m.status is S.RECONNECTING and not d.timers and d.m.backoff.attempts == 0
+
+
+def test_offline_that_was_wrong_keeps_the_connection() -> None:
+    d = to_status(S.CONNECTED)
+    d.m.network_offline(d.now)
+    d.run()
+    d.answer(d.last_request("ping"), "pong")
+    d.advance(3.0)
+    assert d.m.status is S.CONNECTED and d.m.paused == "offline"
 
 
 def test_online_reconnects_at_once_with_the_backoff_reset() -> None:
