@@ -35,6 +35,9 @@ def main() -> int:
         print(failure_message(figures, violations, report))
         return 1
     print(format_figures(figures))
+    if figures.get("_memory_growth"):
+        print("\nwhere the library's memory grew since the warm-up (tracemalloc):")
+        print("\n".join(f"  {line}" for line in figures["_memory_growth"]))
     return 0
 
 

@@ -189,7 +189,7 @@ def analyze(
         "hangs (no end by timeout + slack)": counts.get("hangs", 0),
         "late (> timeout + 0.5 s)": counts.get("late (over timeout + 0.5 s)", 0),
         "short (< 1 s) timeouts expired with no fault": counts.get("short timeouts expired on a healthy network", 0),
-        "worst overshoot past a call's timeout": f"{report['worst_overshoot']} s",
+        "worst overshoot past a call's timeout": f"{report['worst_overshoot']} s ({report.get('worst_overshoot_what', '')})",
         "reconnects (client metrics, per connection)": sum(m.get("reconnects", 0) for m in report["metrics"].values()),
         "churned clients (connect, calls, disconnect)": counts.get("churn clients", 0),
         "manager: execute_script_all / execute_script_any": (
@@ -215,6 +215,7 @@ def analyze(
         figures["library memory, warm -> end (tracemalloc)"] = (
             f"{warm['library_mb']:.2f} -> {calm['library_mb']:.2f} MB ({growth:+.2f})")
         figures["all traced memory, warm -> end"] = f"{warm['traced_mb']:.2f} -> {calm['traced_mb']:.2f} MB"
+        figures["_memory_growth"] = calm.get("top_growth", [])
         if growth > MEMORY_BOUND_MB:
             v(f"memory: the library's traced memory grew {growth:.2f} MB (bound {MEMORY_BOUND_MB:g} MB)")
     else:
@@ -243,6 +244,8 @@ def failure_message(figures: dict[str, Any], violations: list[str], report: dict
         "",
         format_figures(figures),
     ]
+    if figures.get("_memory_growth"):
+        parts += ["", "where the library's memory grew since the warm-up:", *[f"  {g}" for g in figures["_memory_growth"]]]
     if figures.get("_unexplained"):
         parts += ["", "unexplained outages:", *[f"  {u}" for u in figures["_unexplained"]]]
     if report is not None and violations:

@@ -36,6 +36,7 @@ import collections
 import gc
 import logging
 import random
+import threading
 import time
 from typing import Any, Callable
 
@@ -193,6 +194,21 @@ class _LogCounter(logging.Handler):
             self.tail.append((now(), f"{record.levelname} {record.msg!r}"[:300]))
 
 
+class _AsyncioWarnings(logging.Handler):
+    """asyncio's own warnings raised on the clients' thread (the rig's proxy runs on another):
+    e.g. "socket.send() raised exception." when something keeps writing to a lost socket."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            key = record.getMessage()[:200]
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+
 class Soak:
     def __init__(self, env: Any, config: dict[str, Any]) -> None:
         self.env = env
@@ -213,6 +229,8 @@ class Soak:
         self.any_where: dict[int, int] = {}
         self.tracks: list[Track] = []
         self.worst_overshoot = float("-inf")  # max(elapsed - timeout) over calls that ended
+        self.worst_overshoot_what = ""
+        self._warm_snapshot: Any = None
         self.worst_connect = 0.0
         self.worst_disconnect = 0.0
         self.offset = 0.0
@@ -319,7 +337,9 @@ class Soak:
             self.violation(f"{track.name}: {what} (timeout {timeout:g}s) did not end within timeout + "
                            f"{self.cfg['slack']:g}s (waited {elapsed:.1f}s)")
             return HANG, None
-        self.worst_overshoot = max(self.worst_overshoot, elapsed - timeout)
+        if elapsed - timeout > self.worst_overshoot:
+            self.worst_overshoot = elapsed - timeout
+            self.worst_overshoot_what = f"{track.name}: {what}, timeout {timeout:g}s, in the {phase} phase"
         if elapsed > timeout + 0.5:
             self.count("late (over timeout + 0.5 s)")
         outcome = task.exception() if not task.cancelled() else asyncio.CancelledError()
@@ -593,11 +613,21 @@ class Soak:
         lib = snap.filter_traces([tracemalloc.Filter(True, "*circle_ws_web*"), tracemalloc.Filter(True, "*websockets*")])
         lib = lib.filter_traces([tracemalloc.Filter(False, "*circle_ws_web/server*")])
         mb = 1 / 2**20
-        return {
+        sample: dict[str, Any] = {
             "library_mb": round(sum(s.size for s in lib.statistics("filename")) * mb, 3),
             "traced_mb": round(tracemalloc.get_traced_memory()[0] * mb, 3),
-            "took_s": round(now() - started, 3),
         }
+        if self._warm_snapshot is None:
+            self._warm_snapshot = lib
+        else:  # where the library's memory grew since the warm-up, for the report
+            sample["top_growth"] = [
+                f"{d.size_diff / 1024:+.1f} KiB ({d.count_diff:+d} blocks) {d.traceback[0].filename.split('/')[-1]}:"
+                f"{d.traceback[0].lineno}"
+                for d in lib.compare_to(self._warm_snapshot, "lineno")[:8] if d.size_diff
+            ]
+            self._warm_snapshot = None
+        sample["took_s"] = round(now() - started, 3)
+        return sample
 
     def all_connected(self, clients: list[CircleWsClient]) -> bool:
         return all(c.status is S.CONNECTED for c in clients)
@@ -617,6 +647,8 @@ class Soak:
         lib_logger = logging.getLogger("circle_ws_web")
         counter = _LogCounter()
         lib_logger.addHandler(counter)
+        asyncio_warnings = _AsyncioWarnings()
+        logging.getLogger("asyncio").addHandler(asyncio_warnings)
         old_propagate, lib_logger.propagate = lib_logger.propagate, False  # thousands of expected warnings
         old_level = lib_logger.level
         lib_logger.setLevel(logging.INFO)
@@ -642,6 +674,9 @@ class Soak:
         try:
             report = await self._run(baseline)
             report["log_counts"] = dict(counter.counts)
+            for message, n in asyncio_warnings.counts.items():
+                self.violation(f"asyncio logged {message!r} {n} times on the clients' loop")
+                report["violations"], report["violation_count"] = self.violations, self.violation_count
             report["log_tail"] = [[round(t + self.offset, 4), line] for t, line in counter.tail]
             return report
         finally:
@@ -652,6 +687,7 @@ class Soak:
             if handler_set:
                 loop.set_exception_handler(old_handler)
             lib_logger.removeHandler(counter)
+            logging.getLogger("asyncio").removeHandler(asyncio_warnings)
             lib_logger.propagate = old_propagate
             lib_logger.setLevel(old_level)
 
@@ -817,6 +853,7 @@ class Soak:
             "memory": self.memory,
             "timing": self.timing,
             "worst_overshoot": None if self.worst_overshoot == float("-inf") else round(self.worst_overshoot, 3),
+            "worst_overshoot_what": self.worst_overshoot_what,
             "worst_connect": round(self.worst_connect, 3),
             "worst_disconnect": round(self.worst_disconnect, 3),
         }
