@@ -35,6 +35,16 @@
     reconnecting: "connection lost: retrying with backoff",
     closed: "closed by Disconnect",
   };
+  // What the status word says while a client is paused (its `paused` property), whatever its
+  // status: a connected client keeps its socket while offline (Chromium holds the frames).
+  const PAUSED_WORDS = {
+    offline: "offline: waiting for the network",
+    "page hidden": "paused: page hidden",
+  };
+  const PAUSED_TITLES = {
+    offline: "the browser says the network is gone: no attempt until it is back, then one at once",
+    "page hidden": "the page was hidden (back-forward cache or frozen): it reconnects when shown again",
+  };
   const MAX_LOG_ENTRIES = 400;
 
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -61,7 +71,8 @@
   const demo = {
     config: null,
     timings: {},
-    statusHistory: [], // [{url, status, t}] for tests
+    statusHistory: [], // [{url, status, paused, t}] for tests: one per status change
+    pausedHistory: [], // [{url, paused, t}] for tests: one per change of a client's paused
     bootError: null,
   };
   window.demo = demo;
@@ -214,11 +225,12 @@
   // --- calls from Python -------------------------------------------------------------------
 
   const pythonBridge = {
-    status(url, status) {
-      demo.statusHistory.push({ url, status, t: Math.round(performance.now()) });
+    status(url, status, paused = null) {
+      demo.statusHistory.push({ url, status, paused, t: Math.round(performance.now()) });
       const server = state.servers.find((s) => s.url === url);
       if (server) {
         server.status = status;
+        setPaused(server, paused);
         renderStatus(server);
         $(".drop", server.row).disabled = state.phase === "idle" || status !== "connected";
       }
@@ -233,7 +245,7 @@
   // --- servers list ------------------------------------------------------------------------
 
   function addServerRow(url, label = "", note = "") {
-    const server = { url, label, note, status: "disconnected" };
+    const server = { url, label, note, status: "disconnected", paused: null };
     state.servers.push(server);
     const status = el("span", { class: "status-word", "data-testid": "status", "data-url": url });
     const light = el("span", { class: "light", "aria-hidden": "true" });
@@ -293,9 +305,32 @@
 
   function renderStatus(server) {
     server.row.dataset.status = server.status;
+    if (server.paused) server.row.dataset.paused = server.paused;
+    else delete server.row.dataset.paused;
     const word = $(".status-word", server.row);
-    word.textContent = server.status;
-    word.title = STATUS_WORDS[server.status] || "";
+    word.textContent = PAUSED_WORDS[server.paused] || server.status;
+    word.title = PAUSED_TITLES[server.paused] || STATUS_WORDS[server.status] || "";
+  }
+
+  function setPaused(server, paused) {
+    if (server.paused === paused) return;
+    server.paused = paused;
+    demo.pausedHistory.push({ url: server.url, paused, t: Math.round(performance.now()) });
+  }
+
+  // A client's `paused` changes without a status change when the network goes or comes back
+  // (a connected client stays connected while offline): ask Python again. On the next turn,
+  // since the library's own listener (added at the first Connect) runs after this one.
+  function refreshPaused() {
+    if (!state.app) return;
+    const all = JSON.parse(state.app.paused());
+    for (const server of state.servers) {
+      const paused = server.url in all ? all[server.url] : null;
+      if (paused !== server.paused) {
+        setPaused(server, paused);
+        renderStatus(server);
+      }
+    }
   }
 
   function renderTargets() {
@@ -334,6 +369,7 @@
 
   function refreshMetrics() {
     if (!state.app) return;
+    refreshPaused();
     const all = JSON.parse(state.app.metrics());
     for (const server of state.servers) {
       const m = all[server.url];
@@ -625,6 +661,13 @@
       }
     });
     $("#clear-log").addEventListener("click", () => byTestId("output").replaceChildren());
+    for (const type of ["offline", "online"]) {
+      window.addEventListener(type, () => {
+        logLine(type === "offline" ? "warn" : "info",
+          type === "offline" ? "The browser is offline." : "The browser is online again.");
+        setTimeout(refreshPaused, 0);
+      });
+    }
     for (const b of document.querySelectorAll("[data-example]")) {
       b.addEventListener("click", () => {
         byTestId("script").value = b.dataset.example;

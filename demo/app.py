@@ -18,6 +18,7 @@ from typing import Any
 
 from circle_ws_web import (
     CircleWsClientError,
+    CircuitOpenError,
     ClientClosedError,
     ConfigError,
     ConnectionLostError,
@@ -53,6 +54,9 @@ def describe(exc: BaseException) -> str:
         if exc.code == AUTH_FAILED:
             return f"authentication failed: {exc.message}"
         return f"server error {exc.code}: {exc.message}"
+    if isinstance(exc, CircuitOpenError):
+        return (f"{exc.url} is not ready: it failed repeatedly, so its circuit breaker refuses calls "
+                "for now (nothing was sent) - wait for its light to turn green")
     if isinstance(exc, NotConnectedError):
         return f"{exc} - wait for its light to turn green, or press Connect"
     if isinstance(exc, ConnectionLostError):
@@ -128,6 +132,14 @@ class DemoApp:
             return _json()
         return json.dumps({url: status.value for url, status in self.manager.connection_statuses().items()})
 
+    def paused(self) -> str:
+        """Why each client makes no attempt now: ``"offline"`` (the browser says the network is
+        gone), ``"page hidden"``, or null. It changes without a status change (a connected
+        client goes offline too), so the page asks again on ``online``/``offline``."""
+        if self.manager is None:
+            return _json()
+        return json.dumps({url: self.manager.get_client(url).paused for url in self.manager.urls})
+
     def metrics(self) -> str:
         if self.manager is None:
             return "{}"
@@ -144,7 +156,9 @@ class DemoApp:
     # -- connection ----------------------------------------------------------------------
 
     def _on_status(self, url: str, status: ConnectionStatus) -> None:
-        self.ui.status(url, status.value)
+        manager = self.manager
+        paused = None if manager is None else manager.get_client(url).paused
+        self.ui.status(url, status.value, paused)
 
     async def connect(self, urls_json: str, key: str) -> str:
         """Build a manager from the page's key and URLs and connect all servers at once.

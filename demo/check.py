@@ -9,7 +9,10 @@ the page's own controls, that:
 3. ``40 + 2`` gives ``42`` on each server, and on both with "Run on all";
 4. after the auth server is killed and started again on the same port, its status light shows
    ``reconnecting`` and then ``connected`` again (re-authenticated), and scripts run again;
-5. nothing went wrong in the page: no page error, no console error (except Chromium's own
+5. when the browser goes offline (Playwright's ``set_offline``), both status lights say
+   "offline: waiting for the network" (the clients' ``paused``) and no attempt is made; when it
+   is back, both are connected again at once and scripts run;
+6. nothing went wrong in the page: no page error, no console error (except Chromium's own
    "WebSocket connection to ... failed" lines while the server is down on purpose), no Python
    traceback, no failed or foreign request.
 
@@ -45,6 +48,8 @@ PY_STDERR_ERROR_MARKERS = (
     "Task was destroyed but it is pending",
 )
 RUN_ENTRIES = "[data-testid=output] .entry.run"
+#: What a status light says while its client waits for the network (app.js PAUSED_WORDS).
+OFFLINE_WORD = "offline: waiting for the network"
 
 
 class CheckFailed(AssertionError):
@@ -291,6 +296,35 @@ def run_check(page_url: str, servers: dict[str, Any], screenshot: Path, *, start
             with steps.step(f"40 + 2 on {auth_url} after the restart"):
                 expect_42(run_script(page, "40 + 2", auth_url, 1), [auth_url])
             with steps.step("40 + 2 on all servers after the restart"):
+                expect_42(run_script(page, "40 + 2", None, 2), [open_url, auth_url])
+
+            with steps.step(f"the browser goes offline: both lights say '{OFFLINE_WORD}'"):
+                watch.phase = "offline"
+                mark = len(page.evaluate("() => window.demo.statusHistory"))
+                context.set_offline(True)
+                for url in (open_url, auth_url):
+                    wait_status(page, url, OFFLINE_WORD, 10_000)
+            with steps.step("offline for 2 s: no attempt to connect") as note:
+                page.wait_for_timeout(2000)
+                history = page.evaluate("() => window.demo.statusHistory")[mark:]
+                tried = [h for h in history if h["status"] == "connecting"]
+                if tried:
+                    raise CheckFailed(f"attempts while offline: {tried}")
+                for url in (open_url, auth_url):
+                    wait_status(page, url, OFFLINE_WORD, 1_000)
+                offline_shot = screenshot.with_name(screenshot.stem + "-offline.png")
+                offline_shot.parent.mkdir(parents=True, exist_ok=True)
+                page.locator("#servers").screenshot(path=str(offline_shot))
+                note["info"] = (f"status changes meanwhile: {[h['status'] for h in history] or 'none'}; "
+                                f"the lights: {offline_shot}")
+            with steps.step("back online: both connected again at once") as note:
+                t0 = time.perf_counter()
+                context.set_offline(False)
+                for url in (open_url, auth_url):
+                    wait_status(page, url, "connected", 15_000)
+                note["info"] = f"{(time.perf_counter() - t0) * 1000:.0f} ms from set_offline(False) to both lights green"
+            watch.phase = "run"
+            with steps.step("40 + 2 on all servers after the network came back"):
                 expect_42(run_script(page, "40 + 2", None, 2), [open_url, auth_url])
 
             watch.phase = "run"

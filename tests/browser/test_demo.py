@@ -287,6 +287,38 @@ def test_demo_bad_input_keeps_the_page_working(demo: tuple[Page, Watch], servers
     expect(status(page, open_url)).to_have_text("closed")
 
 
+
+def test_demo_status_lights_wait_offline_and_reconnect_when_online(demo: tuple[Page, Watch], servers: Any) -> None:
+    """Offline, each light says so (the client's ``paused``) and nothing is attempted (no status
+    change, no "connection failed" console line); online, scripts run again at once."""
+    page, watch = demo
+    open_url, auth_url = servers.url("open"), servers.url("auth")
+    page.get_by_test_id("generate-key").click()
+    connect(page, open_url, auth_url)
+    mark = len(page.evaluate("window.demo.statusHistory"))
+    try:
+        page.context.set_offline(True)
+        for url in (open_url, auth_url):
+            expect(status(page, url)).to_have_text("offline: waiting for the network")
+            expect(page.locator(f'.server[data-url="{url}"]')).to_have_attribute("data-paused", "offline")
+        page.wait_for_timeout(2000)
+        assert len(page.evaluate("window.demo.statusHistory")) == mark  # no attempt, no status change
+        paused = page.evaluate("window.demo.pausedHistory.map(h => [h.url, h.paused])")
+        assert [open_url, "offline"] in paused and [auth_url, "offline"] in paused
+        assert "The browser is offline." in output_text(page)
+        assert "the browser is offline; waiting for the network" in output_text(page)  # the library's log line
+    finally:
+        page.context.set_offline(False)
+    for url in (open_url, auth_url):
+        expect(status(page, url)).to_have_text("connected", timeout=15_000)
+        expect(page.locator(f'.server[data-url="{url}"]')).not_to_have_attribute("data-paused", "offline")
+    lines = run(page, "40 + 2", None)
+    assert len(lines) == 2 and all("→ 42" in line for line in lines), lines
+    assert not watch.excused  # not one refused socket: nothing was tried while offline
+    page.get_by_test_id("disconnect").click()
+    expect(status(page, open_url)).to_have_text("closed")
+
+
 # --- ./demo.sh -----------------------------------------------------------------------------------
 
 
