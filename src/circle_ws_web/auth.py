@@ -11,32 +11,26 @@ Two interchangeable signing backends produce byte-identical signatures:
 
 * ``"coincurve"``: libsecp256k1, fast and constant-time; CPython only (no wasm build), used
   automatically when importable;
-* ``"ecdsa"``: the pure-Python ``ecdsa`` package, the only one that runs in the browser.
+* ``"ecdsa"``: pure Python, the only one that runs in the browser. It signs with its own
+  fixed-base arithmetic (below) and RFC 6979 on :mod:`hmac`; the ``ecdsa`` package is what
+  verifies, and what the tests compare it with. Like the ``ecdsa`` package it is not
+  constant-time: no pure-Python code is.
 
-Every import of a native package is optional, so this module imports under Pyodide with only
-``ecdsa`` installed. The private key is never put in a ``repr``, an exception message or a
-pickle.
+Nothing heavy is imported here: coincurve is looked for when a backend is first chosen, the
+``ecdsa`` package when a signature is first verified, so ``import circle_ws_web`` stays cheap
+(the browser pays for every module it imports at each page load). The private key is never
+put in a ``repr``, an exception message or a pickle.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
-from typing import NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
-from ecdsa import SECP256k1, SigningKey, VerifyingKey
-from ecdsa import rfc6979
-from ecdsa.ellipticcurve import INFINITY
-from ecdsa.numbertheory import inverse_mod
-
+from . import keccak as _keccak
 from .errors import ConfigError
-from .keccak import keccak256
 
-try:  # native fast path; absent in the browser and in minimal installs
-    import coincurve as _coincurve
-except (ImportError, OSError):  # OSError: a wheel whose shared library cannot load
-    _coincurve = None  # type: ignore[assignment]
+_coincurve: Any = None  # the coincurve module, once _probe_native() found it
 
 __all__ = [
     "PrivateKey",
@@ -45,15 +39,19 @@ __all__ = [
     "eip191_digest",
     "generate_private_key",
     "parse_private_key",
+    "precompute",
     "public_key_hex",
     "sign_message",
     "verify_signature",
 ]
 
 #: Order n of the secp256k1 group; a private key is an integer in [1, n - 1].
-CURVE_ORDER: int = SECP256k1.order
+CURVE_ORDER: int = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_ORDER = CURVE_ORDER // 2
-_G = SECP256k1.generator  # PointJacobi with precomputed multiples: fast fixed-base mults
+# secp256k1 (SEC 2, section 2.4.1): y^2 = x^3 + 7 over the prime field p; generator (GX, GY).
+_P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
+_GX = 0x79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798
+_GY = 0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8
 
 _EIP191_PREFIX = b"\x19Ethereum Signed Message:\n"
 _HEX_RE = re.compile(r"[0-9a-fA-F]*")
@@ -101,6 +99,8 @@ def parse_private_key(key: str) -> int:
 
 def generate_private_key() -> str:
     """A fresh random private key as 64 lowercase hex chars (from :mod:`secrets`)."""
+    import secrets  # here, not at the top: it imports random, which a client never needs
+
     return format(secrets.randbelow(CURVE_ORDER - 1) + 1, "064x")
 
 
@@ -111,7 +111,7 @@ def eip191_digest(message: str | bytes) -> bytes:
     replayed as an Ethereum transaction.
     """
     data = message.encode("utf-8") if isinstance(message, str) else bytes(message)
-    return keccak256(_EIP191_PREFIX + str(len(data)).encode("ascii") + data)
+    return _keccak.keccak256(_EIP191_PREFIX + str(len(data)).encode("ascii") + data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,46 +131,188 @@ class _NoSerialize:
         raise TypeError(f"{type(self).__name__} holds a private key and cannot be serialized")
 
 
-class _EcdsaSigner(_NoSerialize):
-    """Pure-Python signer on the ``ecdsa`` package (runs in Pyodide)."""
+# --- the pure-Python signer: fixed-base arithmetic on secp256k1 --------------------------------
+# Signing is one multiplication k*G of the generator by the nonce. ecdsa's generic code does it
+# with ~86 point additions (NAF over precomputed doublings) and, before the first one, builds
+# its own table; here the nonce is cut into signed 6-bit digits, one per 6-bit window, and each
+# window has its multiples 1..32 of 2^(6i)*G precomputed as affine points, so k*G is 43 mixed
+# additions read from the table (x, p - y gives the negative digits). 2.5-3x faster than ecdsa's
+# multiplication, in CPython and in Pyodide; the table (1,376 points, ~15 ms in CPython, ~40 ms
+# in Pyodide) is built on the first signature, or by precompute(), e.g. before a memory snapshot.
 
-    __slots__ = ("_sk",)
+_WINDOW = 6
+_WINDOWS = 256 // _WINDOW + 1  # 43: the top window takes the carry of the signed recoding
+_TABLE: list[list[tuple[int, int]]] | None = None
+
+
+def _double(x: int, y: int, z: int) -> tuple[int, int, int]:
+    """2P in Jacobian coordinates (dbl-2009-l, a = 0)."""
+    p = _P
+    a = x * x % p
+    b = y * y % p
+    c = b * b % p
+    d = 2 * ((x + b) * (x + b) - a - c) % p
+    e = 3 * a
+    x3 = (e * e - 2 * d) % p
+    return x3, (e * (d - x3) - 8 * c) % p, 2 * y * z % p
+
+
+def _add_affine(x1: int, y1: int, z1: int, x2: int, y2: int) -> tuple[int, int, int]:
+    """P + Q, P Jacobian (z1 = 0: infinity), Q affine; the complete cases included."""
+    if not z1:
+        return x2, y2, 1
+    p = _P
+    zz = z1 * z1 % p
+    h = (x2 * zz - x1) % p
+    r = (y2 * zz * z1 - y1) % p
+    if not h:  # same x: P = Q (double) or P = -Q (infinity)
+        return _double(x1, y1, z1) if not r else (0, 1, 0)
+    hh = h * h % p
+    hhh = h * hh % p
+    v = x1 * hh % p
+    x3 = (r * r - hhh - 2 * v) % p
+    return x3, (r * (v - x3) - y1 * hhh) % p, z1 * h % p
+
+
+def _to_affine(points: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """Jacobian points (none at infinity) to affine with one inversion (Montgomery's trick)."""
+    p = _P
+    prefix = []
+    acc = 1
+    for _, _, z in points:
+        prefix.append(acc)
+        acc = acc * z % p
+    inv = pow(acc, -1, p)
+    out: list[tuple[int, int]] = [(0, 0)] * len(points)
+    for i in range(len(points) - 1, -1, -1):
+        x, y, z = points[i]
+        zi = inv * prefix[i] % p
+        inv = inv * z % p
+        zi2 = zi * zi % p
+        out[i] = (x * zi2 % p, y * zi2 * zi % p)
+    return out
+
+
+def precompute() -> None:
+    """Build the generator table the pure-Python signer uses, now rather than at the first
+    signature: for a memory snapshot (tools/snapshot.py), or to keep it off a first login."""
+    global _TABLE
+    if _TABLE is not None:
+        return
+    half = 1 << (_WINDOW - 1)
+    table = []
+    bx, by = _GX, _GY
+    for _ in range(_WINDOWS):
+        multiples = [(bx, by, 1)]
+        x, y, z = bx, by, 1
+        for _ in range(half - 1):
+            x, y, z = _add_affine(x, y, z, bx, by)
+            multiples.append((x, y, z))
+        table.append(_to_affine(multiples))
+        ((bx, by),) = _to_affine([_double(x, y, z)])  # 2 * (half * B) = 2^WINDOW * B
+    _TABLE = table
+
+
+def _mul_g(k: int) -> tuple[int, int]:
+    """k*G as affine (x, y), for 0 < k < n."""
+    if _TABLE is None:
+        precompute()
+    assert _TABLE is not None
+    p = _P
+    mask = (1 << _WINDOW) - 1
+    full = 1 << _WINDOW
+    half = full >> 1
+    x = y = z = 0  # z = 0: the point at infinity
+    for row in _TABLE:
+        digit = k & mask
+        k >>= _WINDOW
+        if digit > half:  # signed digit in (-half, half]: borrow from the next window
+            k += 1
+            x2, y2 = row[full - digit - 1]
+            y2 = p - y2
+        elif digit:
+            x2, y2 = row[digit - 1]
+        else:
+            continue
+        if not z:
+            x, y, z = x2, y2, 1
+            continue
+        # Mixed addition (add-2007-bl with z2 = 1), inlined: this loop is the signature's cost.
+        zz = z * z % p
+        h = (x2 * zz - x) % p
+        r = (y2 * zz * z - y) % p
+        if not h:  # cannot happen for k < n (the windows' partial sums differ); kept complete
+            x, y, z = _add_affine(x, y, z, x2, y2)
+            continue
+        hh = h * h % p
+        hhh = h * hh % p
+        v = x * hh % p
+        x = (r * r - hhh - 2 * v) % p
+        y = (r * (v - x) - y * hhh) % p
+        z = z * h % p
+    ((ax, ay),) = _to_affine([(x, y, z)])
+    return ax, ay
+
+
+def _rfc6979_nonces(secret: int, digest: bytes) -> Iterator[int]:
+    """The RFC 6979 (section 3.2) nonces for ``digest`` with HMAC-SHA256 over secp256k1, in order.
+
+    The first is what every RFC 6979 signer uses (ecdsa's ``sign_digest_deterministic``,
+    libsecp256k1); the next ones are only needed if a nonce gives r = 0 or s = 0.
+    """
+    import hmac  # here, not at the top: only a signature needs it
+
+    n = CURVE_ORDER
+    h = (int.from_bytes(digest, "big") % n).to_bytes(32, "big")  # bits2octets (qlen = hlen = 256)
+    x = secret.to_bytes(32, "big")
+
+    def mac(key: bytes, msg: bytes) -> bytes:
+        return hmac.digest(key, msg, "sha256")
+
+    v = b"\x01" * 32
+    k = mac(b"\x00" * 32, v + b"\x00" + x + h)
+    v = mac(k, v)
+    k = mac(k, v + b"\x01" + x + h)
+    v = mac(k, v)
+    while True:
+        v = mac(k, v)  # one HMAC block is 256 bits = qlen: T = V
+        candidate = int.from_bytes(v, "big")
+        if 0 < candidate < n:
+            yield candidate
+        k = mac(k, v + b"\x00")
+        v = mac(k, v)
+
+
+class _EcdsaSigner(_NoSerialize):
+    """Pure-Python signer (runs in Pyodide): RFC 6979 nonce, k*G from the generator table."""
+
+    __slots__ = ("_secret",)
     name = "ecdsa"
 
     def __init__(self, secret: int) -> None:
-        self._sk = SigningKey.from_secret_exponent(secret, curve=SECP256k1, hashfunc=hashlib.sha256)
+        self._secret = secret
 
     def __repr__(self) -> str:
         return "<_EcdsaSigner>"
 
     def public_key(self) -> bytes:
-        return self._sk.verifying_key.to_string("uncompressed")
+        x, y = _mul_g(self._secret)
+        return b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
 
     def sign(self, digest: bytes) -> tuple[int, int, int]:
-        # ecdsa's sign_digest_deterministic returns (r, s) but throws away the nonce point R,
-        # and the recovery id is R's y parity. Recovering it afterwards costs a full double
-        # scalar multiplication (~3x the signing cost), so the same steps are done here with
-        # ecdsa's own pieces: its RFC 6979 nonce generator (exactly the k that
-        # sign_digest_deterministic(digest, hashfunc=sha256) uses; the tests check equality)
-        # and its precomputed generator point.
+        # Done by hand rather than with ecdsa's sign_digest_deterministic, which returns (r, s)
+        # but throws away the nonce point R, whose y parity is the recovery id (recovering it
+        # afterwards costs a double scalar multiplication, ~3x the signature).
         n = CURVE_ORDER
-        d = self._sk.privkey.secret_multiplier
+        d = self._secret
         z = int.from_bytes(digest, "big")  # 256-bit digest, 256-bit n: no truncation
-        retry = 0
-        while True:
-            k = rfc6979.generate_k(n, d, hashlib.sha256, digest, retry_gen=retry)
-            # Same trick as ecdsa.ecdsa.Private_key.sign: a fixed bit length for the
-            # multiplier, so the loop count does not leak k's length.
-            kt = k + n
-            if kt.bit_length() == n.bit_length():
-                kt += n
-            point = (kt * _G).to_affine()
-            rx, ry = point.x(), point.y()
+        for k in _rfc6979_nonces(d, digest):
+            rx, ry = _mul_g(k)
             r = rx % n
-            s = inverse_mod(k, n) * (z + r * d) % n
+            s = pow(k, -1, n) * (z + r * d) % n
             if r and s:
                 return r, s, (ry & 1) | (2 if rx >= n else 0)
-            retry += 1  # pragma: no cover - probability ~2^-256, as in ecdsa itself
+        raise AssertionError("unreachable: the nonce generator never ends")  # pragma: no cover
 
 
 class _CoincurveSigner(_NoSerialize):
@@ -196,11 +338,15 @@ class _CoincurveSigner(_NoSerialize):
 
 
 def _ecdsa_verify(pub: bytes, digest: bytes, r: int, s: int, recid: int) -> bool:
+    # The ecdsa package, imported here on first use: only a verifier (the server) needs it.
+    from ecdsa import SECP256k1, VerifyingKey
+    from ecdsa.ellipticcurve import INFINITY
+
     # from_string validates that the point is on the curve (cofactor 1: then it is in the group).
     q = VerifyingKey.from_string(pub, curve=SECP256k1).pubkey.point
-    w = inverse_mod(s, CURVE_ORDER)
+    w = pow(s, -1, CURVE_ORDER)
     z = int.from_bytes(digest, "big")
-    point = _G.mul_add(z * w % CURVE_ORDER, q, r * w % CURVE_ORDER)
+    point = SECP256k1.generator.mul_add(z * w % CURVE_ORDER, q, r * w % CURVE_ORDER)
     if point == INFINITY:  # u1*G + u2*Q can cancel out; no x coordinate to compare
         return False
     point = point.to_affine()
@@ -217,24 +363,43 @@ def _coincurve_verify(pub: bytes, digest: bytes, r: int, s: int, recid: int) -> 
     return recovered.format(compressed=False) == expected
 
 
-_SIGNERS: dict[str, type[_EcdsaSigner] | type[_CoincurveSigner]] = {"ecdsa": _EcdsaSigner}
-_VERIFIERS = {"ecdsa": _ecdsa_verify}
-if _coincurve is not None:
-    _SIGNERS = {"coincurve": _CoincurveSigner, **_SIGNERS}
+_Signer = type[_EcdsaSigner] | type[_CoincurveSigner]
+_Verifier = Callable[[bytes, bytes, int, int, int], bool]
+_PURE_SIGNERS: dict[str, _Signer] = {"ecdsa": _EcdsaSigner}
+_SIGNERS = _PURE_SIGNERS  # coincurve goes in front once _probe_native() finds it
+_VERIFIERS: dict[str, _Verifier] = {"ecdsa": _ecdsa_verify}
+
+
+def _probe_native() -> None:
+    """Look for coincurve, once, when a backend is first chosen (not at import: importing it
+    loads cffi and libsecp256k1, ~40 ms, which ``import circle_ws_web`` should not pay)."""
+    global _SIGNERS, _VERIFIERS, _coincurve
+    if _SIGNERS is not _PURE_SIGNERS:  # done already, or replaced on purpose (tests)
+        return
+    try:
+        import coincurve
+    except (ImportError, OSError):  # OSError: a wheel whose shared library cannot load
+        _SIGNERS = dict(_PURE_SIGNERS)  # a new object: probed, coincurve absent
+        return
+    _coincurve = coincurve
+    _SIGNERS = {"coincurve": _CoincurveSigner, **_PURE_SIGNERS}
     _VERIFIERS = {"coincurve": _coincurve_verify, **_VERIFIERS}
 
 
 def available_backends() -> list[str]:
     """Names of the signing backends importable here, fastest first."""
+    _probe_native()
     return list(_SIGNERS)
 
 
 def default_backend() -> str:
     """The backend used when none is named: coincurve when importable, else ecdsa."""
+    _probe_native()
     return next(iter(_SIGNERS))
 
 
 def _resolve_backend(backend: str | None) -> str:
+    _probe_native()
     if backend is None:
         return default_backend()
     if backend in _SIGNERS:
@@ -329,7 +494,8 @@ def verify_signature(
     exception. Accepts hex in either case and an optional ``0x``. Only an unknown or
     unavailable ``backend`` name raises :class:`ConfigError` (a programming error).
     """
-    verify = _VERIFIERS[_resolve_backend(backend)]
+    name = _resolve_backend(backend)  # first: it may add coincurve to _VERIFIERS
+    verify = _VERIFIERS[name]
     if not isinstance(pubkey, str) or not isinstance(signature, str):
         return False
     if not isinstance(message, (str, bytes)):
