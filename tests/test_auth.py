@@ -477,3 +477,120 @@ def test_generate_private_key() -> None:
         assert 1 <= parse_private_key(key) < N
         pub = public_key_hex(key)
         assert verify_signature(pub, "m", sign_message(key, "m"))
+
+
+# ------------------------------------------------------- the pure signer's own arithmetic
+# The pure backend signs with its own fixed-base table and RFC 6979 (the ecdsa package's
+# generic code was 2.5x slower); these pin each piece to an independent implementation, on
+# top of the vectors and the cross-backend checks above.
+
+
+def test_curve_constants_are_secp256k1() -> None:
+    curve = SECP256k1.curve
+    assert N == SECP256k1.order
+    assert auth._P == curve.p()
+    assert (auth._GX, auth._GY) == (SECP256k1.generator.x(), SECP256k1.generator.y())
+    assert (auth._GY**2 - auth._GX**3 - 7) % auth._P == 0
+
+
+#: Scalars where the signed 6-bit recoding is at its edges: every digit 0, 32 (the largest
+#: positive), 33 (the first to borrow), 63 (a borrow into every window), and the carry into
+#: the top window.
+EDGE_SCALARS = [
+    1, 2, 31, 32, 33, 63, 64, 2**252 - 1, 2**255, 2**255 - 1, N - 1, N - 2, N // 2,
+    int("20" * 32, 16) % N, int("21" * 32, 16), int("3f" * 32, 16) % N, int("7" + "f" * 63, 16),
+    sum(32 << (6 * i) for i in range(42)) % N, sum(33 << (6 * i) for i in range(42)) % N,
+]
+
+
+@pytest.mark.parametrize("k", EDGE_SCALARS + [RNG.randrange(1, N) for _ in range(30)])
+def test_fixed_base_multiplication_matches_ecdsa(k: int) -> None:
+    expected = (k * SECP256k1.generator).to_affine()
+    assert auth._mul_g(k) == (expected.x(), expected.y())
+
+
+def test_point_addition_handles_doubling_and_opposite_points() -> None:
+    g = SECP256k1.generator
+    two = (2 * g).to_affine()
+    x, y, z = auth._add_affine(auth._GX, auth._GY, 1, auth._GX, auth._GY)  # P + P
+    assert auth._to_affine([(x, y, z)]) == [(two.x(), two.y())]
+    assert auth._add_affine(auth._GX, auth._GY, 1, auth._GX, auth._P - auth._GY)[2] == 0  # P - P
+    assert auth._add_affine(0, 1, 0, auth._GX, auth._GY) == (auth._GX, auth._GY, 1)  # O + P
+
+
+def test_precompute_builds_the_table_once() -> None:
+    auth.precompute()
+    table = auth._TABLE
+    assert table is not None and len(table) == auth._WINDOWS
+    assert all(len(row) == 1 << (auth._WINDOW - 1) for row in table)
+    auth.precompute()
+    assert auth._TABLE is table
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_rfc6979_nonces_match_ecdsa_generate_k(seed: int) -> None:
+    from ecdsa import rfc6979
+
+    rng = random.Random(seed)
+    secret = rng.randrange(1, N) if seed else 1
+    digest = rng.randbytes(32) if seed != 1 else b"\xff" * 32  # a digest above n, reduced
+    nonces = auth._rfc6979_nonces(secret, digest)
+    for retry in range(3):  # the later ones: what a signer uses if r or s came out 0
+        assert next(nonces) == rfc6979.generate_k(N, secret, hashlib.sha256, digest, retry_gen=retry)
+
+
+def _reference_keccak_f1600(a: list[int]) -> None:
+    """Keccak-f[1600] as FIPS 202 writes it (steps over tables), to check the unrolled one."""
+    mask = 2**64 - 1
+    rot = [[0, 36, 3, 41, 18], [1, 44, 10, 45, 2], [62, 6, 43, 15, 61], [28, 55, 25, 21, 56],
+           [27, 20, 39, 8, 14]]  # rot[x][y]
+    rc = [int(c, 16) for c in (
+        "1 8082 800000000000808A 8000000080008000 808B 80000001 8000000080008081 8000000000008009 "
+        "8A 88 80008009 8000000A 8000808B 800000000000008B 8000000000008089 8000000000008003 "
+        "8000000000008002 8000000000000080 800A 800000008000000A 8000000080008081 8000000000008080 "
+        "80000001 8000000080008008").split()]
+
+    def rotl(v: int, r: int) -> int:
+        return ((v << r) | (v >> (64 - r))) & mask if r else v
+
+    for rnd in range(24):
+        c = [a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20] for x in range(5)]
+        d = [c[(x - 1) % 5] ^ rotl(c[(x + 1) % 5], 1) for x in range(5)]
+        b = [0] * 25
+        for x in range(5):
+            for y in range(5):
+                b[y + 5 * ((2 * x + 3 * y) % 5)] = rotl(a[x + 5 * y] ^ d[x], rot[x][y])
+        for x in range(5):
+            for y in range(5):
+                a[x + 5 * y] = b[x + 5 * y] ^ (~b[(x + 1) % 5 + 5 * y] & b[(x + 2) % 5 + 5 * y])
+        a[0] ^= rc[rnd]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_unrolled_permutation_matches_the_reference(seed: int) -> None:
+    from circle_ws_web import keccak as keccak_module
+
+    rng = random.Random(seed)
+    state = [rng.getrandbits(64) for _ in range(25)] if seed else [0] * 25
+    expected = list(state)
+    _reference_keccak_f1600(expected)
+    keccak_module._keccak_f1600(state)
+    assert state == expected
+
+
+def test_first_verification_in_a_fresh_interpreter_finds_coincurve() -> None:
+    # coincurve is looked for on first use; a verification that comes first (a server's) must
+    # still reach the backend it was resolved to.
+    vec = EIP191[0]
+    script = f"""
+from circle_ws_web import auth
+assert auth._SIGNERS is auth._PURE_SIGNERS  # nothing probed yet
+assert auth.verify_signature({vec["public_key"]!r}, {vec["message"]!r}, {vec["signature"]!r})
+assert auth.default_backend() == "coincurve"
+print("ok")
+"""
+    src = Path(auth.__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(src)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
