@@ -25,7 +25,7 @@ from .report import row, target
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-NAMES = ("rpc", "capacity", "connect", "recovery", "silence", "auth", "memory", "fleet", "cold")
+NAMES = ("rpc", "capacity", "connect", "recovery", "silence", "auth", "memory", "fleet", "lifecycle", "cold")
 BROWSER_NAMES = {"rpc", "connect", "auth", "memory", "cold"}
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -41,6 +41,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "silence_reps": 3,
         "memory": [3000, 5, 3],
         "boots": 4,
+        "lifecycle_reps": 2,
     },
     "full": {
         "reps": 7,
@@ -54,6 +55,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "silence_reps": 5,
         "memory": [20000, 50, 3],
         "boots": 7,
+        "lifecycle_reps": 7,
     },
 }
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     samples: dict[str, list[float]] = {}
     info: dict[str, Any] = {}
-    cpython_only = [n for n in only if n != "cold"]
+    cpython_only = [n for n in only if n not in ("cold", "lifecycle")]
     if cpython_only:
         _log(f"CPython benchmarks: {', '.join(cpython_only)}")
         samples.update(run_cpython({**cfg, "only": cpython_only}))
@@ -85,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
         _log(f"browser benchmarks: {', '.join(browser_only)}")
         samples.update(browser_suite.collect({**cfg, "only": browser_only}, info))
+    if "lifecycle" in only:  # bench/lifecycle.py: online -> connected, visible -> dead connection found
+        from . import lifecycle
+
+        _log("browser lifecycle benchmarks")
+        samples.update(lifecycle.collect(cfg, info))
     machine["pyodide"] = info.get("webroot", {}).get("pyodide_version", "?")
     machine["pyodide_python"] = info.get("pyodide_python", "?")
     machine["loadavg_end"] = _loadavg()
@@ -218,6 +225,9 @@ def build_rows(s: dict[str, list[float]], cfg: dict[str, Any]) -> list[dict[str,
                         "traced before", [b * mb for b in s["memory.before"]],
                         goal=target("value_max", 2.0, "< 2 MB"),
                         also_required=("every round < 2 MB", max(growth) < 2.0)))
+    from . import lifecycle
+
+    rows.extend(lifecycle.rows(s))
     return rows
 
 
