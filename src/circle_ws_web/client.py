@@ -567,6 +567,11 @@ class CircleWsClient:
         return self._engine.machine.metrics.snapshot()
 
     @property
+    def last_error(self) -> str | None:
+        """What ended the last failed connection attempt or lost connection (None before any)."""
+        return self._engine.machine.last_error
+
+    @property
     def paused(self) -> str | None:
         """Why the client makes no attempt right now (browser only): ``"offline"`` (waiting for
         the network) or ``"page hidden"`` (after ``pagehide``); None otherwise."""

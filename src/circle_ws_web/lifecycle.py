@@ -339,6 +339,8 @@ class Lifecycle:
         self._flow: AuthFlow | None = None
         self._why = ""  # what the transport said about the current attempt's socket
         self._was_connected = False
+        #: What ended the last failed attempt or lost connection, for health pages.
+        self.last_error: str | None = None
         self._connected_at = 0.0
         self._last_rx = 0.0
         self._ping_deadline: float | None = None  # when the outstanding ping must be answered by
@@ -438,6 +440,7 @@ class Lifecycle:
         else:
             self._close_socket(code, "connection attempt failed")
         self._flow = None
+        self.last_error = str(error)
         waiters, self._waiters = self._waiters, []
         if isinstance(error, AuthError):
             logger.warning("%s: %s", self.url, error)
@@ -483,6 +486,7 @@ class Lifecycle:
             self._close_socket(code, why[:120])
         if now - self._connected_at >= self.options.reconnect_min_uptime:
             self.backoff.reset()
+        self.last_error = why
         logger.info("%s: %s", self.url, why)
         self._back_off(now, event)
 

@@ -318,9 +318,9 @@ class WsManager:
             client = server.clients[slot]
             if status in _DOWN and client.paused is None:  # offline or page hidden: not the server's fault
                 if previous in _ATTEMPTING:
-                    self._failure(server, "a connection attempt failed")
+                    self._failure(server, client.last_error or "a connection attempt failed")
                 elif previous is S.CONNECTED:
-                    self._failure(server, "the connection was lost")
+                    self._failure(server, client.last_error or "the connection was lost")
             elif status is S.CONNECTED and server.breaker.state is BreakerState.OPEN:
                 # The client reconnected by itself: the best sign the server is back. Let the
                 # next call probe now rather than shun a server that was only restarting.

@@ -329,7 +329,7 @@ async def test_breaker_opening_is_a_warning(caplog: pytest.LogCaptureFixture) ->
     fleet.servers[A].faults.refuse(None).drop()
     await fleet.clock.run_until(lambda: fleet.manager.breaker_state(A) is BS.OPEN)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warnings == [f"{A}: circuit open after 1 consecutive failures (last: the connection was lost); "
+    assert warnings == [f"{A}: circuit open after 1 consecutive failures (last: connection closed (code 1006, connection dropped)); "
                         "calls to it fail at once for 10s"]
     await fleet.close()
 
@@ -521,7 +521,7 @@ async def test_health_reports_percentiles_in_flight_and_failures() -> None:
     server.faults.drop()
     await fleet.clock.run_until(lambda: fleet.manager.health()[A].reconnects == 2)
     health = fleet.manager.health()[A]
-    assert health.consecutive_failures == 2 and health.last_error == "the connection was lost"
+    assert health.consecutive_failures == 2 and health.last_error == "connection closed (code 1006, connection dropped)"  # the transport's own words
     assert health.as_dict()["url"] == A
     await fleet.close()
 

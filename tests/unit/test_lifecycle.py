@@ -680,3 +680,16 @@ def test_a_reason_said_twice_is_shown_once() -> None:
     d.m.socket_error(1, "ConnectionRefusedError: [Errno 111] refused")
     d.peer_close(code=1006, reason="ConnectionRefusedError: [Errno 111] refused")
     assert str(waiter.outcomes[0][1]).count("ConnectionRefusedError") == 1
+
+
+def test_last_error_says_what_ended_the_last_attempt_or_connection() -> None:
+    d = Driver()
+    assert d.m.last_error is None
+    d.connect(keep_trying=True)
+    d.peer_close(code=1006, reason="refused")
+    assert d.m.last_error == "could not connect to ws://test: code 1006, refused"
+    d.advance(1.0)
+    d.open()
+    d.authenticate()
+    d.advance(30.0)
+    assert d.m.last_error == "keep-alive: no answer to ping within 10s"
