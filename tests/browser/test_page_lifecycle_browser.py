@@ -333,8 +333,8 @@ def test_offline_pauses_a_connected_client_and_online_reconnects_it(
     offline, connected (and authenticated again) as soon as the network is back.
 
     Chromium does not close the open socket when it goes offline (see the test above), so the
-    client has to notice by itself; with keep-alive at 60 + 10 s, only a liveness check started
-    by ``offline`` finds it within the bound below."""
+    client has to notice by itself; with keep-alive at 60 + 10 s, only the liveness check that
+    ``offline`` starts finds it within the bound below."""
     page, context = pyodide_page, pyodide_page.context
     page.evaluate(RECORD_EVENTS)  # before the client subscribes: its listeners run first
     first = start_probe(page, run_py, logged_server.url, reconnect_initial_delay=0.25)
