@@ -10,7 +10,7 @@
 # --browser   the clients run in Pyodide in headless Chromium (tests/browser/test_chaos_soak_browser.py)
 set -euo pipefail
 cd "$(dirname "$0")"
-minutes=5 seed="" slack=2 rev="" browser=0
+minutes=5 seed="" slack=3 rev="" browser=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes=$2; shift 2 ;;

@@ -4,7 +4,7 @@ proxies, the real servers and the fault schedule run in this process (tests/chao
 its own thread), reached from the page through a function Playwright exposes (``chaosEnv``).
 
 CHAOS_SECONDS (default 25), CHAOS_SEED (default: random, printed in the failure message) and
-CHAOS_SLACK (default 2) tune it; ``./soak.sh --browser --minutes N`` runs it for longer.
+CHAOS_SLACK (default 3) tune it; ``./soak.sh --browser --minutes N`` runs it for longer.
 
 Chromium logs a console error for every WebSocket it cannot open (refused, reset during the
 handshake, a server being restarted): that message, and only that one, is excused.
@@ -29,7 +29,7 @@ from chaos.analysis import failure_message, format_figures  # noqa: E402
 from chaos.rig import ChaosRig  # noqa: E402
 
 SECONDS = float(os.environ.get("CHAOS_SECONDS", "25"))
-SLACK = float(os.environ.get("CHAOS_SLACK", "2"))
+SLACK = float(os.environ.get("CHAOS_SLACK", "3"))
 SOCKET_REFUSED = r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/' failed"
 
 PAGE_ENV = """

@@ -19,7 +19,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos")
     parser.add_argument("--seconds", type=float, default=60.0, help="chaos duration (default 60)")
     parser.add_argument("--seed", default=None, help="fault and client seed (default: random)")
-    parser.add_argument("--slack", type=float, default=2.0, help="a call must end within timeout + slack")
+    parser.add_argument("--slack", type=float, default=3.0, help="a call must end within timeout + slack")
     parser.add_argument("--no-tracemalloc", action="store_true", help="do not trace memory (faster)")
     parser.add_argument("--report", type=Path, help="write the full JSON report here")
     args = parser.parse_args()

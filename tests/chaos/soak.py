@@ -90,7 +90,7 @@ EXPECTED = (NotConnectedError, ConnectionLostError, RequestTimeoutError)
 DEFAULTS: dict[str, Any] = {
     "seconds": 45.0,  # chaos duration
     "seed": 0,
-    "slack": 2.0,  # a call must end within its timeout + slack
+    "slack": 3.0,  # a call must end within its timeout + slack (a shared, noisy machine)
     "hang_grace": 10.0,  # how much longer a hung call is waited for before it is cancelled
     "warmup": 2.0,
     "calm": 3.0,
