@@ -97,9 +97,10 @@ BAD_FRAME_WARNINGS = 5
 #: The deadline of a liveness check (the page became visible, resumed, or the network came
 #: back): short, so a connection that died while the tab slept is replaced at once.
 LIVENESS_TIMEOUT = 3.0
-#: Close code when the page is hidden (pagehide): "going away", so the page may enter the
-#: back-forward cache, which a page with an open WebSocket cannot.
-CLOSE_PAGE_HIDDEN = 1001
+#: Close code when the page is hidden (pagehide), so the page may enter the back-forward cache
+#: cleanly. A normal close with a reason that says why: a page may send only 1000 or 3000-4999
+#: (``close(1001)`` throws InvalidAccessError in the browser).
+CLOSE_PAGE_HIDDEN = 1000
 
 
 class Timer(str, enum.Enum):
@@ -452,7 +453,7 @@ class Lifecycle:
             self._move(event, S.DISCONNECTED)
         self.actions.append(ConnectDone(waiters, error))
 
-    def _back_off(self, now: float, event: Event) -> None:
+    def _back_off(self, now: float, event: Event, *, at_once: bool = False) -> None:
         if self.paused is not None:  # no attempt (and none counted) until online / pageshow
             self._move(event, S.RECONNECTING)
             logger.info("%s: %s; will reconnect when that changes", self.url, self.paused)
@@ -468,11 +469,15 @@ class Lifecycle:
             self.backoff.reset()
             self._move(event, S.DISCONNECTED)
             return
+        if at_once:
+            delay = 0.0  # still counted against max_attempts
         self._move(event, S.RECONNECTING)
         logger.info("%s: reconnecting in %.2fs (attempt %d)", self.url, delay, self.backoff.attempts)
         self._set_timer(Timer.BACKOFF, now + delay, now)
 
-    def _lost(self, now: float, event: Event, why: str, *, closed: bool, code: int = CLOSE_DROPPED) -> None:
+    def _lost(
+        self, now: float, event: Event, why: str, *, closed: bool, code: int = CLOSE_DROPPED, at_once: bool = False
+    ) -> None:
         """The connection that was up is gone: fail its calls at once, then reconnect."""
         self._cancel_timer(Timer.KEEPALIVE)
         self._fail_pending(
@@ -488,7 +493,7 @@ class Lifecycle:
             self.backoff.reset()
         self.last_error = why
         logger.info("%s: %s", self.url, why)
-        self._back_off(now, event)
+        self._back_off(now, event, at_once=at_once)
 
     # -- events: the user ---------------------------------------------------------------------
 
@@ -719,7 +724,10 @@ class Lifecycle:
         if self._ping_deadline is not None:  # nothing arrived since the ping (a frame clears it)
             if now >= self._ping_deadline - SLACK:
                 why = f"keep-alive: no answer to ping within {self._ping_timeout:g}s"
-                self._lost(now, E.KEEPALIVE_TIMER, why, closed=False)
+                # A liveness check (wake, offline) found it dead: the sleep is the suspect, not
+                # the server, so the replacement is tried at once.
+                at_once = self._ping_timeout < self.options.keepalive_timeout
+                self._lost(now, E.KEEPALIVE_TIMER, why, closed=False, at_once=at_once)
                 return
             self._set_timer(Timer.KEEPALIVE, self._ping_deadline, now)
             return
@@ -780,7 +788,7 @@ class Lifecycle:
         self._resume(now, E.WAKE)
 
     def page_hide(self, now: float) -> None:
-        """``pagehide``: close the socket cleanly (1001) so the page can enter the back-forward
+        """``pagehide``: close the socket cleanly (1000, "page hidden") so the page can enter the back-forward
         cache, and make no attempt until the page is shown again."""
         if self.suspended or self.status is S.CLOSED:
             return

@@ -78,7 +78,7 @@ class Clock(Protocol):
 
 
 #: What a page-events source reports: ``offline``/``online`` (the network), ``wake`` (the page
-#: became visible or was resumed from a freeze), ``pagehide``, ``pageshow``.
+#: became visible again), ``pagehide`` (also a freeze), ``pageshow`` (also a resume).
 PAGE_EVENTS = ("offline", "online", "wake", "pagehide", "pageshow")
 
 

@@ -606,8 +606,9 @@ def test_wake_finds_a_dead_connection_within_the_short_deadline() -> None:
     woke = d.now
     d.advance(2.9)
     assert d.m.status is S.CONNECTED
-    d.advance(0.2)
-    assert d.m.status is S.RECONNECTING and d.now - woke <= 3.1
+    d.advance(0.1)
+    assert d.m.status is S.CONNECTING and d.now - woke <= 3.1  # replaced at once, no backoff wait
+    assert d.opened == [1, 2]
 
 
 def test_wake_keeps_a_live_connection() -> None:
@@ -626,12 +627,12 @@ def test_wake_while_reconnecting_tries_now() -> None:
     assert d.m.status is S.CONNECTING and OpenSocket(2) in d.log
 
 
-def test_pagehide_closes_1001_and_pageshow_reconnects_and_reauthenticates() -> None:
+def test_pagehide_closes_cleanly_and_pageshow_reconnects_and_reauthenticates() -> None:
     d = to_status(S.CONNECTED)
     waiter, _ = d.call()
     d.m.page_hide(d.now)
     d.run()
-    assert CloseSocket(1, 1001, "page hidden (pagehide); closed for the back-forward cache") in d.log
+    assert CloseSocket(1, 1000, "page hidden (pagehide); closed for the back-forward cache") in d.log
     assert isinstance(waiter.outcomes[0][1], ConnectionLostError)
     assert d.m.status is S.RECONNECTING and not d.timers and d.m.paused == "page hidden"
     d.advance(600.0)  # in the cache: nothing runs, nothing is attempted

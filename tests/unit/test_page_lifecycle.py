@@ -1,6 +1,6 @@
 """The browser's lifecycle through a real client (driver + machine), on virtual time with the
 test kit: offline pauses, online resumes at once, wake checks the connection, pagehide closes
-with 1001 and pageshow reconnects, lifecycle=False opts out, and nothing is left listening.
+cleanly (1000, "page hidden") and pageshow reconnects, lifecycle=False opts out, and nothing is left listening.
 tests/browser/test_page_lifecycle_browser.py does the same with Chromium's real events."""
 
 from __future__ import annotations
@@ -45,14 +45,17 @@ async def test_offline_pauses_and_online_reconnects_at_once() -> None:
 
 async def test_wake_replaces_a_dead_connection_within_the_short_deadline() -> None:
     clock, server, page, client = setup()
+    seen = []
+    client.on_status_change(lambda status: seen.append((clock.now(), status)))
     await clock.run_until_complete(client.connect())
     server.faults.silence()  # the connection died while the tab slept
     await clock.advance_async(5)
     page.wake()
     woke = clock.now()
-    await clock.run_until(lambda: client.status is S.RECONNECTING)
-    assert clock.now() - woke == 3.0  # the liveness deadline, not interval + timeout (30 s)
-    await clock.run_until(lambda: client.is_connected)
+    await clock.run_until(lambda: server.attempts == 2 and client.is_connected)
+    lost = [t for t, status in seen if status is S.RECONNECTING]
+    assert lost == [woke + 3.0]  # the liveness deadline, not interval + timeout (30 s)
+    assert clock.now() == woke + 3.0  # and replaced at once: no backoff delay
     await client.disconnect()
 
 
@@ -65,12 +68,12 @@ async def test_wake_keeps_a_live_connection() -> None:
     await client.disconnect()
 
 
-async def test_pagehide_closes_1001_and_pageshow_reconnects_and_reauthenticates() -> None:
+async def test_pagehide_closes_cleanly_and_pageshow_reconnects_and_reauthenticates() -> None:
     clock, server, page, client = setup()
     await clock.run_until_complete(client.connect())
     page.pagehide()
     await clock.advance_async(0)
-    assert [c.code for c in server.closes] == [1001] and server.closes[0].by == "client"
+    assert [c.code for c in server.closes] == [1000] and "page hidden" in server.closes[0].reason and server.closes[0].by == "client"
     assert client.status is S.RECONNECTING and client.paused == "page hidden"
     await clock.advance_async(600)
     assert server.attempts == 1  # nothing attempted while in the back-forward cache
