@@ -14,6 +14,9 @@ Layout of the web root (``--out``, default ``.cache/webroot``)::
     wheels/             the circle-ws-web wheel (exactly one)
     webroot.json        manifest: versions, lock packages, path of the circle-ws-web wheel
 
+``pyodide/snapshot_boot.mjs`` (from tools/) boots a page from a memory snapshot when
+``python tools/snapshot.py`` has put one in ``pyodide/``; one made from another wheel is deleted.
+
 Downloads are cached in ``.cache/downloads/`` and verified against the pinned hashes below.
 Idempotent: a second run reuses the cache and the extracted runtime.
 
@@ -390,9 +393,48 @@ def prepare_webroot(out: Path = DEFAULT_OUT, wheel: Path | None = None) -> Path:
         "wheel": f"wheels/{wheel.name}",
         "wheel_sha256": _sha256(target),
     }
+
+    # 4. The page-side loader of memory snapshots (tools/snapshot.py makes them), and no
+    #    snapshot of another wheel: a page must never run code other than the wheel's.
+    _write_if_changed(pyodide_dir / "snapshot_boot.mjs", (Path(__file__).resolve().parent / "snapshot_boot.mjs").read_text())
+    _drop_stale_snapshot(pyodide_dir, manifest)
+    manifest["snapshot"] = _snapshot_entry(pyodide_dir)
     _write_if_changed(out / "webroot.json", json.dumps(manifest, indent=2) + "\n")
     return out
 
+
+#: The files of a memory snapshot in ``pyodide/`` (tools/snapshot.py writes them).
+SNAPSHOT_FILES = ("circle-snapshot.json", "circle-snapshot.bin", "circle-site.zip")
+
+
+def _drop_stale_snapshot(pyodide_dir: Path, manifest: dict[str, Any]) -> None:
+    """Delete the snapshot if it was made from another wheel or Pyodide than the one served."""
+    path = pyodide_dir / SNAPSHOT_FILES[0]
+    if not path.exists():
+        return
+    try:
+        snap = json.loads(path.read_text())
+    except ValueError:
+        snap = {}
+    if (snap.get("wheel_sha256"), snap.get("pyodide_version")) != (manifest["wheel_sha256"], PYODIDE_VERSION):
+        for name in SNAPSHOT_FILES:
+            (pyodide_dir / name).unlink(missing_ok=True)
+
+
+def _snapshot_entry(pyodide_dir: Path) -> str | None:
+    """webroot.json's ``snapshot``: the snapshot manifest's path, or None. Pages look here
+    first, so that a web root without a snapshot costs them no 404."""
+    if all((pyodide_dir / name).is_file() for name in SNAPSHOT_FILES):
+        return f"pyodide/{SNAPSHOT_FILES[0]}"
+    return None
+
+
+def note_snapshot(out: Path) -> None:
+    """Update webroot.json's ``snapshot`` after tools/snapshot.py added or removed one."""
+    path = Path(out) / "webroot.json"
+    manifest = json.loads(path.read_text())
+    manifest["snapshot"] = _snapshot_entry(Path(out) / "pyodide")
+    _write_if_changed(path, json.dumps(manifest, indent=2) + "\n")
 
 
 # --- serving a web root -------------------------------------------------------------------------
