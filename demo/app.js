@@ -1,4 +1,5 @@
-// circle-ws-web demo page: boots Pyodide, installs the wheel with micropip, and drives
+// circle-ws-web demo page: boots Pyodide (from a memory snapshot when ./demo.sh made one), installs
+// the wheel (micropip, or with Pyodide when served locally), and drives
 // circle_ws_web through demo/app.py. This file owns the DOM; app.py owns the clients.
 //
 // Configuration, later entries win:
@@ -135,6 +136,31 @@
     }
   }
 
+  // A local web root (./demo.sh) serves tools/snapshot_boot.mjs next to Pyodide: it restores the
+  // memory snapshot `python tools/snapshot.py` made (circle-ws-web already imported: about a
+  // second instead of three), or boots with the wheel fetched meanwhile. null: not available here
+  // (a CDN, a wheel from PyPI, an older web root), boot the ordinary way.
+  async function bootLocal(config) {
+    if (config.source !== "local" || !/\.whl($|\?)/.test(config.wheel)) return null;
+    let bootPyodide;
+    try {
+      ({ bootPyodide } = await import(config.indexURL + "snapshot_boot.mjs"));
+    } catch (err) {
+      return null;
+    }
+    const out = await bootPyodide({
+      indexURL: config.indexURL,
+      lockFileURL: config.lockFileURL,
+      wheelURL: config.wheel,
+      loadPyodide: {
+        stdout: (line) => console.log("[py] " + line),
+        stderr: (line) => console.warn("[py stderr] " + line),
+      },
+    });
+    if (out.snapshotSkipped) demo.timings.snapshot_skipped = out.snapshotSkipped;
+    return out;
+  }
+
   async function boot() {
     const t0 = performance.now();
     if (location.protocol === "file:") {
@@ -157,7 +183,10 @@
     for (const s of config.servers) addServerRow(s.url, s.label, s.note);
 
     setStep("pyodide", "active", `loading ${where}…`);
+    let booted = null; // served by ./demo.sh: tools/snapshot_boot.mjs (a memory snapshot when there is one)
     const pyodide = await timed("pyodide", async () => {
+      booted = await bootLocal(config);
+      if (booted) return booted.pyodide;
       let loadPyodide;
       try {
         ({ loadPyodide } = await import(config.indexURL + "pyodide.mjs"));
@@ -174,21 +203,25 @@
       if (config.packageBaseURL && config.source !== "local") options.packageBaseUrl = config.packageBaseURL;
       return loadPyodide(options);
     });
-    setStep("pyodide", "done", `Python in WebAssembly · ${fmtMs(demo.timings.pyodide_ms)}`);
+    demo.timings.boot_route = booted ? booted.route : "micropip";
+    const restored = demo.timings.boot_route === "snapshot";
+    setStep("pyodide", "done", `${restored ? "restored from a memory snapshot" : "Python in WebAssembly"} · ${fmtMs(demo.timings.pyodide_ms)}`);
 
-    setStep("install", "active", "micropip.install(…)");
+    setStep("install", "active", booted ? "circle-ws-web" : "micropip.install(…)");
     await timed("install", async () => {
-      const errors = [];
-      await pyodide.loadPackage("micropip", {
-        messageCallback: () => {},
-        errorCallback: (msg) => errors.push(msg),
-      });
-      if (errors.length) throw new Error("loading micropip failed: " + errors.join("; "));
-      const micropip = pyodide.pyimport("micropip");
-      try {
-        await micropip.install(config.wheel);
-      } finally {
-        micropip.destroy();
+      if (!booted) {
+        const errors = [];
+        await pyodide.loadPackage("micropip", {
+          messageCallback: () => {},
+          errorCallback: (msg) => errors.push(msg),
+        });
+        if (errors.length) throw new Error("loading micropip failed: " + errors.join("; "));
+        const micropip = pyodide.pyimport("micropip");
+        try {
+          await micropip.install(config.wheel);
+        } finally {
+          micropip.destroy();
+        }
       }
       const source = await (await fetch("app.py", { cache: "no-store" })).text();
       pyodide.FS.mkdirTree("/demo");
@@ -202,7 +235,8 @@
     if (config.extraServer) $("#extra-server").textContent = config.extraServer;
     const versions = JSON.parse(state.app.version());
     $("#lib-version").textContent = `circle-ws-web ${versions.circle_ws_web} · Python ${versions.python}`;
-    setStep("install", "done", `circle-ws-web ${versions.circle_ws_web} + ecdsa · ${fmtMs(demo.timings.install_ms)}`);
+    const how = restored ? "in the snapshot" : booted ? "fetched while Pyodide started" : "+ ecdsa";
+    setStep("install", "done", `circle-ws-web ${versions.circle_ws_web} ${how} · ${fmtMs(demo.timings.install_ms)}`);
     demo.timings.boot_ms = Math.round(performance.now() - t0);
     logLine("info", `Pyodide and circle-ws-web ready in ${fmtMs(demo.timings.boot_ms)}.`);
     onKeyInput();
