@@ -196,6 +196,8 @@ def analyze(
         "churned clients (connect, calls, disconnect)": counts.get("churn clients", 0),
         "manager: execute_script_all / execute_script_any": (
             f"{counts.get('execute_script_all', 0)} / {counts.get('execute_script_any', 0)}"),
+        "fleet: remove_server / add_server / health()": (
+            f"{counts.get('fleet remove_server', 0)} / {counts.get('fleet add_server', 0)} / {counts.get('fleet health', 0)}"),
         "calls abandoned by their caller (wait_for)": counts.get("abandoned by the caller", 0),
         "bursts (10-40 plays at once) / garbage calls": f"{counts.get('bursts', 0)} / {counts.get('garbage calls', 0)}",
         "churn: disconnect() while": ", ".join(

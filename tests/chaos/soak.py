@@ -132,6 +132,8 @@ class Track:
         #: Set for a client left disconnected on purpose (its connect() abandoned, nothing
         #: maintaining it): NotConnectedError is its normal answer, faults or none.
         self.idle_by_design = False
+        #: Calls through a manager that removes servers: ClientClosedError is a normal answer.
+        self.closed_ok = False
         self.url = soak.servers[server]["url"]
         self.note = ""  # what the churn worker did to this client, for the failure message
         self.log: list[tuple[float, str]] = []
@@ -313,7 +315,7 @@ class Soak:
                 self.count("short timeouts expired on a healthy network")  # a busy loop, not a fault
             else:
                 self.violation(f"{track.name}: {what} failed with the network healthy: {name}: {outcome}")
-        elif not isinstance(outcome, EXPECTED):
+        elif not isinstance(outcome, EXPECTED) and not (track.closed_ok and isinstance(outcome, ClientClosedError)):
             self.violation(f"{track.name}: {what} failed with an unexpected {name}: {outcome}")
         if isinstance(outcome, NotConnectedError):
             return NOT_CONNECTED
@@ -462,7 +464,8 @@ class Soak:
             self.outcome[n] = code
             await self.pause(code)
 
-    async def any_call(self, unit: int, manager: Any, urls: list[str], timeout: float | None) -> None:
+    async def any_call(self, unit: int, manager: Any, urls: list[str], timeout: float | None,
+                       track: Track | None = None) -> None:
         """``execute_script_any``: the manager picks a server, passes over those that surely did
         not get the call, never sends a sent call again. The result says where it ran; the
         journals must agree (and show it ran nowhere else)."""
@@ -476,7 +479,8 @@ class Soak:
             return result.output
 
         self.count("execute_script_any")
-        code, _ = await self.one_call(self.any_track, f"execute_script_any #{n}", make, timeout, text)
+        track = track or self.any_track
+        code, _ = await self.one_call(track, f"execute_script_any #{n}", make, timeout, text)
         self.outcome[n] = code
         if code == OK:
             if where and where[0] in urls:
@@ -484,6 +488,48 @@ class Soak:
             else:
                 self.violation(f"execute_script_any #{n}: result.url {where[:1]!r} is none of the servers")
         await self.pause(code)
+
+    async def fleet_worker(self, unit: int, fleet: Any, settings: list[dict[str, int]]) -> None:
+        """A manager whose servers come and go while it works: during the chaos a server is
+        now and then removed (its calls in flight fail with ClientClosedError) and added back
+        a little later; everything else is ``execute_script_any``, and ``health()``."""
+        urls = [s["url"] for s in self.servers]
+        removed: list[int] = []
+        bound = 5.0 + self.cfg["slack"]
+        while self.running():
+            present = [i for i in range(len(urls)) if i not in removed]
+            if self.phase == "chaos" and len(present) > 1 and self.rng.random() < 0.03:
+                i = self.rng.choice(present)
+                removed.append(i)
+                await self.fleet_op(f"remove_server({self.servers[i]['name']})", lambda: fleet.remove_server(urls[i]), bound)
+                continue
+            if removed and (self.phase != "chaos" or self.rng.random() < 0.05):
+                i = removed.pop(0)
+                await self.fleet_op(f"add_server({self.servers[i]['name']})",
+                                    lambda: fleet.add_server(urls[i], **settings[i]), bound)
+                continue
+            if self.rng.random() < 0.03:
+                await self.fleet_op("health()", self._health(fleet, [urls[i] for i in present]), bound)
+            await self.any_call(unit, fleet, urls, self.pick_timeout(), self.fleet_track)
+        for i in removed:  # back to full strength for the shutdown
+            await self.fleet_op(f"add_server({self.servers[i]['name']})", lambda: fleet.add_server(urls[i], **settings[i]), bound)
+
+    def _health(self, fleet: Any, present: list[str]) -> Callable[[], Any]:
+        async def check() -> None:
+            health = fleet.health()
+            if sorted(health) != sorted(present):
+                self.violation(f"fleet: health() lists {sorted(health)}, the manager has {sorted(present)}")
+        return check
+
+    async def fleet_op(self, what: str, make: Callable[[], Any], bound: float) -> None:
+        """add_server / remove_server / health(): bounded, and never an exception."""
+        self.count(f"fleet {what.split('(')[0]}")
+        state, task, elapsed = await self.bounded(make, bound)
+        if state == "hang":
+            self.violation(f"fleet: {what} did not end within {bound:g}s")
+        elif task.cancelled() or task.exception() is not None:
+            exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+            self.violation(f"fleet: {what} raised {type(exc).__name__}: {exc!r:.300}")
 
     async def lifecycle_call(self, track: Track, what: str, make: Callable[[], Any], bound: float) -> Any:
         """``connect()`` / ``wait_connected()``: ends within ``bound`` with None or a typed error
@@ -725,6 +771,23 @@ class Soak:
             .pool(False)  # connections of its own (churned clients share the keyed clients')
             .build()
         )
+        # A second manager whose servers come and go (fleet_worker); k connections to the first.
+        fleet_settings = [{"priority": 0 if i < 2 else 1, "weight": 1 + i % 2, "connections": 2 if i == 0 else 1}
+                          for i in range(len(self.servers))]
+        fleet_builder = ws_manager().private_key(key)
+        for server, settings in zip(self.servers, fleet_settings):
+            fleet_builder.add_server_url(server["url"], **settings)
+        fleet = (
+            fleet_builder.keepalive(opts["keepalive_interval"], opts["keepalive_timeout"])
+            .reconnect(initial_delay=opts["reconnect_initial_delay"], max_delay=opts["reconnect_max_delay"],
+                       min_uptime=opts["reconnect_min_uptime"])
+            .request_timeout(opts["request_timeout"])
+            .connect_timeout(opts["connect_timeout"])
+            .pool(False)
+            .build()
+        )
+        self.fleet_track = Track(self, "fleet(execute_script_any)", 0, True, "any")
+        self.fleet_track.closed_ok = True
         mtracks = [Track(self, f"manager({s['name']})", i, True, "manager") for i, s in enumerate(self.servers)]
         by_url = {s["url"]: t for s, t in zip(self.servers, mtracks)}
         manager.on_status_change(lambda url, status: by_url[url](status))
@@ -738,7 +801,7 @@ class Soak:
         self.phase = "connect"
         state, task, _ = await self.bounded(
             lambda: asyncio.gather(*(c.connect(keep_trying=True) for _, c, _ in singles), manager.connect(),
-                                   return_exceptions=True), 30.0)
+                                   fleet.connect(), return_exceptions=True), 30.0)
         if await self.wait_all_connected(connections, 15.0) is None:
             self.violation("setup: not every client connected before any fault: "
                            + ", ".join(f"{c.url}={c.status.value}" for c in connections))
@@ -746,6 +809,7 @@ class Soak:
             for _, client, _ in singles:
                 await self.disconnect(client, client.url)
             await self.disconnect(manager, "manager")
+            await self.disconnect(fleet, "fleet")
             return self.report(connections)
 
         self.phase = "warmup"
@@ -761,6 +825,7 @@ class Soak:
             workers.append(asyncio.ensure_future(self.churn_worker(churn_unit)))
         for _ in range(cfg["burst_workers"]):
             workers.append(asyncio.ensure_future(self.burst_worker(singles)))
+        workers.append(asyncio.ensure_future(self.fleet_worker(churn_unit + 1, fleet, fleet_settings)))
         await asyncio.sleep(cfg["warmup"])
         # Measure with no call in flight: a snapshot holds the loop for a few hundred ms, which
         # would make calls with short timeouts time out for no fault of the network.
@@ -823,6 +888,8 @@ class Soak:
             await self.disconnect(client, track.name)
         await self.disconnect(manager, "manager")
         await self.disconnect(manager, "manager")
+        await self.disconnect(fleet, "fleet")
+        await self.disconnect(fleet, "fleet")
         for _, client, track in singles:
             track.check(client.status)
         for s, track in zip(self.servers, mtracks):
