@@ -135,13 +135,13 @@ def _outages(report: dict[str, Any], faults: list[dict[str, Any]], v: Any) -> di
                     near = [f for f in mine if f["start"] <= t and f["end"] >= left - lookback]
                     if not near:
                         unexplained.append(f"{track['name']}: down {left:.2f}..{t:.2f} (rig time), no fault on {server}")
-                    ended = [f["end"] for f in near if f["end"] <= t]
-                    recovery = t - max(max(ended), left) if ended else 0.0
+                    ended = [f for f in near if f["end"] <= t]
+                    # The fault that ended last before it came back (None: one still going on).
+                    cause: dict[str, Any] | None = max(ended, key=lambda f: f["end"]) if ended else None
+                    recovery = t - max(cause["end"], left) if cause is not None else 0.0
                     recoveries.append(recovery)
-                    if recovery > worst[0]:
-                        cause = max((f for f in near if f["end"] <= t), key=lambda f: f["end"])
+                    if cause is not None and recovery > worst[0]:
                         worst = (recovery, f"{track['name']} after {cause['kind']} ended at {cause['end']:.2f}")
-                    cause = max((f for f in near if f["end"] <= t), key=lambda f: f["end"], default=None)
                     # A half-open connection is only found out by the keep-alive.
                     limit = bound + (detect if cause is not None and cause["kind"] == "halfopen" else 0.0)
                     if recovery > limit:

@@ -305,7 +305,7 @@ class Soak:
         if isinstance(outcome, JsonRpcError):
             name = f"JsonRpcError({outcome.code})"
         self.errors[name] = self.errors.get(name, 0) + 1
-        if not isinstance(outcome, CircleWsClientError) or isinstance(outcome, asyncio.CancelledError):
+        if not isinstance(outcome, CircleWsClientError):
             self.violation(f"{track.name}: {what} raised an untyped {type(outcome).__name__}: {outcome!r:.300}")
             return UNTYPED
         if phase in ("warmup", "calm") and self.phase == phase:
@@ -748,7 +748,6 @@ class Soak:
         cfg, opts, key = self.cfg, self.opts, self.env.key
         self.offset = await self.clock_offset()
         # The clients: one keyed per server, one keyless per open server, a manager over all.
-        units: list[tuple[str, Any, list[Track]]] = []
         singles: list[tuple[int, CircleWsClient, Track]] = []
         for i, server in enumerate(self.servers):
             variants = [True] if server["auth"] else [True, False]
@@ -758,7 +757,6 @@ class Soak:
                 track.watch(client)
                 self.tracks.append(track)
                 singles.append((len(self.tracks) - 1, client, track))
-                units.append((track.name, client, [track]))
         builder = ws_manager().private_key(key)
         for server in self.servers:
             builder.add_server_url(server["url"])
@@ -799,7 +797,7 @@ class Soak:
 
         # Connect everything, with no fault yet.
         self.phase = "connect"
-        state, task, _ = await self.bounded(
+        await self.bounded(
             lambda: asyncio.gather(*(c.connect(keep_trying=True) for _, c, _ in singles), manager.connect(),
                                    fleet.connect(), return_exceptions=True), 30.0)
         if await self.wait_all_connected(connections, 15.0) is None:
