@@ -10,4 +10,24 @@ setup_system
 setup_venv
 ./build_wheel.sh >/dev/null
 "$VENV/bin/python" tools/webroot.py --wheel "$(ls dist/*.whl)" >/dev/null
+
+# The lowest websockets pyproject.toml allows, in a venv of its own (.venv-oldest): the CPython
+# scenarios and the unit tests run on it first, so code that needs a newer websockets fails
+# here. The other pins come from requirements-dev.txt, less what only the browser, docs, CLI and
+# benchmark tests use; the package runs from src/ (no install). The pure parser tests
+# (test_rpc_fuzz, test_rpc_hostile) never touch websockets and run once, below.
+OLDEST=.venv-oldest
+OLDEST_WEBSOCKETS=$(sed -n 's/^ *"websockets>=\([0-9.]*\); sys_platform.*/\1/p' pyproject.toml)
+oldest_want=$( (cat requirements-dev.txt; echo "websockets==$OLDEST_WEBSOCKETS") | sha256sum | cut -d' ' -f1)
+if [ ! -f "$OLDEST/.requirements.sha" ] || [ "$(cat "$OLDEST/.requirements.sha")" != "$oldest_want" ]; then
+  echo "test.sh: $OLDEST with websockets==$OLDEST_WEBSOCKETS" >&2
+  python3 -m venv --clear "$OLDEST"
+  "$OLDEST/bin/python" -m pip install -q "websockets==$OLDEST_WEBSOCKETS" $(grep -vE \
+    '^(#|$|websockets|playwright|pytest-playwright|jupyter|matplotlib|mypy|build|hatchling|eth-account|mkdocs|griffe|pymdown|pexpect)' \
+    requirements-dev.txt)
+  echo "$oldest_want" > "$OLDEST/.requirements.sha"
+fi
+PYTHONPATH=src "$OLDEST/bin/python" -m pytest -p no:cacheprovider -q tests/test_scenarios.py tests/unit \
+  --ignore=tests/unit/test_rpc_fuzz.py --ignore=tests/unit/test_rpc_hostile.py
+
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -4,6 +4,18 @@
 what is waiting for an answer, keyed by id, with deadlines the caller's clock compares against.
 Both platforms (browser and CPython) drive these same objects, which is what lets one scenario
 suite run on both.
+
+:meth:`RpcCodec.parse` is the only way in for a frame: it is called once per frame, decodes it
+once, never raises, and costs time linear in the frame's size whatever the frame holds, since
+it runs on the event loop (in the browser, the page's own). What it refuses, as a
+:class:`BadFrame` (with the call's id when it can be found, so only that call fails):
+
+* binary frames, and text frames over ``max_message_size`` characters (the id is looked for in
+  the first and last 256 characters only);
+* JSON nested deeper than :data:`MAX_NESTING` (checked before decoding, see there);
+* anything that is not RFC 8259 JSON, including ``NaN``, ``Infinity`` and ``-Infinity``, which
+  Python's decoder would otherwise accept (the encoder never sends them: ``allow_nan=False``);
+* JSON that is not a JSON-RPC 2.0 response, error response or notification.
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ import heapq
 import json
 import re
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Generic, TypeVar, Union
 
 from .errors import JsonRpcError
@@ -77,44 +90,73 @@ class BadFrame:
 
 Incoming = Union[Response, ErrorResponse, Notification, BadFrame]
 
+_new = object.__new__
+_set_id = vars(Response)["id"].__set__  # the slots' own descriptors
+_set_result = vars(Response)["result"].__set__
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-#: The C scanner behind ``json.loads``: ``(value, end)`` of the JSON text at an index. Called
-#: directly it skips ``json.loads``'s Python layers (type checks, BOM check, two regex matches),
-#: most of the cost of a small frame under Pyodide.
-_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
-
-def _loads(text: str) -> Any:
-    """``json.loads(text)``, on the short path when ``text`` is one JSON value and nothing else."""
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:
-        return json.loads(text)  # leading whitespace, or not JSON: its own answer or error
-    if end != len(text):
-        return json.loads(text)  # trailing whitespace (fine) or garbage (an error)
-    return value
-
-#: Deeper nesting than any JSON-RPC message needs. Checked before parsing: the C scanner
-#: recurses, and with a raised recursion limit (some libraries raise it at import) a hostile
-#: frame of nested brackets would overflow the C stack instead of raising RecursionError.
+#: Deeper nesting than any JSON-RPC message needs; a frame nested deeper is a bad frame, the
+#: same on every Python and platform. Checked before decoding because the C scanner behind
+#: ``json`` recurses once per level: with a raised recursion limit (py_ecc, via eth-account,
+#: sets 100000 at import) a frame of nested brackets would overflow the C stack on CPython 3.11
+#: instead of raising RecursionError. The check (:func:`_too_deep`) is linear: a few C-speed
+#: passes over the frame's bytes and a Python loop per 128 brackets.
+#:
+#: The most expensive frames that pass every check are a few seconds' work at the default
+#: ``max_message_size`` of 16 MiB (CPython 3.11, a shared Xeon core, ``python bench/frames.py``):
+#: 16 MiB of nested arrays ``[[[...]]]`` 198 deep, one after the other, takes 2-3 s
+#: (the check 0.1-0.8 s of it, the rest is allocating 8 million lists), an object with 1.2
+#: million keys about as long; ``[[],[],...]`` 1 s. Lower ``max_message_size`` to bound this.
 MAX_NESTING = 200
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKET = re.compile(r"[\[\]{}]")
+
+# What the nesting check keeps of a frame's UTF-8 bytes: brackets and quotes (and backslashes,
+# removed first with the escapes they start). No byte of a multi-byte UTF-8 sequence is one of
+# these, so the check works on bytes and never decodes.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # opener +1, closer -1 (signed char)
+_CHUNK = 128
 
 
 def _too_deep(text: str) -> bool:
-    """True if ``text`` nests arrays/objects deeper than :data:`MAX_NESTING`."""
-    if text.count("[") + text.count("{") <= MAX_NESTING:  # cheap bound, C speed: the usual case
-        return False
-    depth = 0
-    for match in _BRACKET.finditer(_JSON_STRING.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                return True
-        else:
-            depth -= 1
+    """True if ``text`` nests arrays/objects deeper than :data:`MAX_NESTING`, outside strings.
+
+    Exact for JSON text (and for any text up to where the decoder would stop on its first
+    error, which is all that matters for the C stack); linear, with no regex that could
+    backtrack. Inside a string, backslash escapes come in pairs from the first backslash of
+    a run, so removing ``\\\\`` and then ``\\"`` leaves exactly the quotes that open and close
+    strings; removing two adjacent quotes leaves every bracket on its side of the remaining
+    quotes, so only strings holding brackets are left to cut out.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    data = data.translate(None, _NOT_STRUCTURE)
+    if b'"' in data:
+        data = data.replace(b'""', b"")
+        if b'"' in data:
+            data = b"".join(data.split(b'"')[::2])  # odd pieces are string contents
+    signs = data.translate(_SIGNS)
+    steps = memoryview(signs).cast("b")
+    depth, size = 0, len(signs)
+    for start in range(0, size, _CHUNK):
+        end = min(start + _CHUNK, size)
+        opens = signs.count(1, start, end)
+        # The chunk cannot reach deeper than depth + opens; only then look bracket by bracket.
+        if depth + opens > MAX_NESTING and max(accumulate(steps[start:end], initial=depth)) > MAX_NESTING:
+            return True
+        depth += 2 * opens - (end - start)
     return False
+
+
+# JSON's insignificant whitespace (RFC 8259), which ``str.isspace`` would overshoot.
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    """The index of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _WS.match(text, pos)
+    return match.end() if match else pos
 
 
 # Finds the id of an oversized frame without parsing it all (ids are ours: decimal strings).
@@ -132,6 +174,22 @@ class RpcCodec:
         self.max_message_size = max_message_size
         self._counter = 0
         self._heads: dict[str, str] = {}  # method -> the frame up to its params
+        # NaN/Infinity/-Infinity, and numbers too large for a float, are noted here instead of
+        # raising, so the frame still decodes once and its id can take the blame. Per codec:
+        # the list is read and cleared right after this codec's own decode.
+        self._constants: list[str] = []
+        note = self._constants.append
+
+        def finite_float(text: str) -> float:
+            value = float(text)
+            if value - value:  # inf - inf is nan (truthy); 1e400 would decode as inf
+                note(text)
+            return value
+
+        decoder = json.JSONDecoder(parse_constant=note, parse_float=finite_float)
+        # The C scanner: ``(value, end)`` of the JSON value at an index. Called directly it
+        # skips ``json.loads``'s Python layers, most of the cost of a small frame under Pyodide.
+        self._scan = decoder.scan_once  # type: ignore[attr-defined]
 
     def request(self, method: str, params: Any = None) -> tuple[str, str]:
         """Return ``(id, frame)`` for a call; raises ``TypeError``/``ValueError`` if unencodable."""
@@ -146,69 +204,97 @@ class RpcCodec:
         body = "{}" if params is None or (type(params) is dict and not params) else _dumps(params)
         return call_id, f'{head}{body},"id":"{call_id}"}}'
 
-    def parse_result(self, frame: str | bytes) -> tuple[str, Any] | None:
-        """The short path of :meth:`parse`: ``(id, result)`` if ``frame`` is a well-formed
-        success response (what :meth:`parse` would return as :class:`Response`), else None,
-        and the caller asks :meth:`parse`."""
-        if type(frame) is not str or len(frame) > self.max_message_size or _too_deep(frame):
-            return None
-        try:
-            msg, end = _scan(frame, 0)
-        except (StopIteration, ValueError, RecursionError):
-            return None  # not JSON, or nested too deep: parse() says why
-        if end != len(frame) or type(msg) is not dict or msg.get("jsonrpc") != "2.0":
-            return None
-        call_id = msg.get("id")
-        if type(call_id) is not str or "result" not in msg or "error" in msg:
-            return None
-        return call_id, msg["result"]
-
     def parse(self, frame: str | bytes) -> Incoming:
-        """Classify one frame. Never raises: bad input becomes :class:`BadFrame`."""
-        if not isinstance(frame, str):
+        """Classify one frame, decoding it once. Never raises: bad input becomes :class:`BadFrame`.
+
+        The usual frame, a small success response, takes the first return.
+        """
+        if type(frame) is not str and not isinstance(frame, str):
             return BadFrame(f"binary frame of {len(frame)} bytes (expected a text frame)")
-        if len(frame) > self.max_message_size:
-            head_tail = frame[:256] + frame[-256:]
-            match = _ID_RE.search(head_tail)
-            return BadFrame(
-                f"frame of {len(frame)} characters exceeds max_message_size={self.max_message_size}",
-                match.group(1) if match else None,
-            )
-        if _too_deep(frame):
-            return BadFrame(f"JSON nested deeper than {MAX_NESTING} levels")
+        size = len(frame)
+        if size > self.max_message_size:
+            return _oversized(frame, self.max_message_size)
         try:
-            msg = _loads(frame)
-        except ValueError as exc:
-            return BadFrame(f"not JSON ({exc.__class__.__name__}: {exc})")
-        except RecursionError:
+            # A frame shorter than MAX_NESTING, or with fewer brackets, cannot nest too deep.
+            if size > MAX_NESTING and frame.count("[") + frame.count("{") > MAX_NESTING and _too_deep(frame):
+                return BadFrame(f"JSON nested deeper than {MAX_NESTING} levels")
+            msg, end = self._scan(frame, 0)
+        except StopIteration:  # no JSON value at 0: leading whitespace, or not JSON at all
+            try:
+                start = _skip_ws(frame, 0)
+                if not start:
+                    raise StopIteration(0) from None
+                msg, end = self._scan(frame, start)
+            except StopIteration as exc:
+                return BadFrame(f"not JSON (JSONDecodeError: {json.JSONDecodeError('Expecting value', frame, exc.value)})")
+            except Exception as exc:  # noqa: BLE001 - whatever the decoder raises is a bad frame
+                return self._undecodable(exc)
+        except Exception as exc:  # noqa: BLE001 - ValueError, RecursionError, MemoryError...
+            return self._undecodable(exc)
+        if end != size and _skip_ws(frame, end) != size:
+            self._constants.clear()
+            return BadFrame(f"not JSON (JSONDecodeError: {json.JSONDecodeError('Extra data', frame, end)})")
+        if self._constants:
+            return self._non_finite(msg)
+        if type(msg) is dict and msg.get("jsonrpc") == "2.0":
+            call_id = msg.get("id")
+            if type(call_id) is str and "result" in msg and "error" not in msg:
+                # Response(call_id, result) without the frozen dataclass's Python __init__:
+                # the same object, for a third of the cost (the hot path of every call).
+                answer = _new(Response)
+                _set_id(answer, call_id)
+                _set_result(answer, msg["result"])
+                return answer
+        return _classify(msg)
+
+    def _undecodable(self, exc: BaseException) -> BadFrame:
+        self._constants.clear()
+        if isinstance(exc, RecursionError):
             return BadFrame("JSON nested too deeply to parse")
-        if type(msg) is not dict:
-            return BadFrame(f"not a JSON object but {type(msg).__name__}")
-        if msg.get("jsonrpc") != "2.0":
-            return BadFrame(f"jsonrpc member is {msg.get('jsonrpc')!r}, expected '2.0'", _str_id(msg))
-        if "id" not in msg or (msg["id"] is None and "method" in msg):
-            method = msg.get("method")
-            if not isinstance(method, str):
-                return BadFrame("message has neither id nor method")
-            return Notification(method, msg.get("params"))
-        raw_id = msg["id"]
-        call_id = _str_id(msg)
-        if "result" in msg:
-            if "error" in msg:
-                return BadFrame("response has both result and error", call_id)
-            if call_id is None:
-                return BadFrame(f"response id {raw_id!r} is not a string")
-            return Response(call_id, msg["result"])
+        return BadFrame(f"not JSON ({exc.__class__.__name__}: {exc})")
+
+    def _non_finite(self, msg: Any) -> BadFrame:
+        name = self._constants[0]
+        self._constants.clear()
+        if name in ("NaN", "Infinity", "-Infinity"):
+            reason = f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity)"
+        else:
+            reason = f"number {name:.40} is out of range (it would be an infinite float)"
+        return BadFrame(reason, _str_id(msg) if type(msg) is dict else None)
+
+
+def _oversized(frame: str, limit: int) -> BadFrame:
+    match = _ID_RE.search(frame[:256] + frame[-256:])
+    return BadFrame(
+        f"frame of {len(frame)} characters exceeds max_message_size={limit}",
+        match.group(1) if match else None,
+    )
+
+
+def _classify(msg: Any) -> Incoming:
+    """Everything but the usual success response, by the JSON-RPC 2.0 rules."""
+    if type(msg) is not dict:
+        return BadFrame(f"not a JSON object but {type(msg).__name__}")
+    if msg.get("jsonrpc") != "2.0":
+        return BadFrame(f"jsonrpc member is {msg.get('jsonrpc')!r:.100}, expected '2.0'", _str_id(msg))
+    if "id" not in msg or (msg["id"] is None and "method" in msg):
+        method = msg.get("method")
+        if not isinstance(method, str):
+            return BadFrame("message has neither id nor method")
+        return Notification(method, msg.get("params"))
+    call_id = _str_id(msg)
+    if "result" in msg:
         if "error" in msg:
-            err = msg["error"]
-            if (
-                type(err) is not dict
-                or type(err.get("code")) is not int
-                or not isinstance(err.get("message"), str)
-            ):
-                return BadFrame(f"malformed error object {err!r:.200}", call_id)
-            return ErrorResponse(call_id, JsonRpcError(err["code"], err["message"], err.get("data")))
-        return BadFrame("response has neither result nor error", call_id)
+            return BadFrame("response has both result and error", call_id)
+        if call_id is None:
+            return BadFrame(f"response id {msg['id']!r:.100} is not a string")
+        return Response(call_id, msg["result"])
+    if "error" in msg:
+        err = msg["error"]
+        if type(err) is not dict or type(err.get("code")) is not int or not isinstance(err.get("message"), str):
+            return BadFrame(f"malformed error object {err!r:.200}", call_id)
+        return ErrorResponse(call_id, JsonRpcError(err["code"], err["message"], err.get("data")))
+    return BadFrame("response has neither result nor error", call_id)
 
 
 def _str_id(msg: dict[str, Any]) -> str | None:

@@ -130,35 +130,49 @@ def test_pending_calls_heap_stays_bounded_under_churn():
 
 
 @pytest.mark.parametrize("frame", ['{"jsonrpc": ', '{"a":1,', "[" * 100000, '{"x":' * 50000, "nan", " ", ""])
-def test_hostile_json_is_a_bad_frame_on_both_paths(frame):
-    codec = RpcCodec()
-    assert codec.parse_result(frame) is None
-    assert isinstance(codec.parse(frame), BadFrame)
+def test_hostile_json_is_a_bad_frame(frame):
+    assert isinstance(RpcCodec().parse(frame), BadFrame)
 
 
-CORPUS = [
-    '{"jsonrpc":"2.0","result":{"output":"42"},"id":"1"}',
-    ' {"jsonrpc":"2.0","result":1,"id":"2"} ',
-    '{"jsonrpc":"2.0","result":null,"id":"3"}',
-    '{"jsonrpc":"2.0","result":1,"id":3}',
-    '{"jsonrpc":"1.0","result":1,"id":"4"}',
-    '{"jsonrpc":"2.0","result":1,"error":{"code":1,"message":"m"},"id":"5"}',
-    '{"jsonrpc":"2.0","error":{"code":1,"message":"m"},"id":"6"}',
-    '{"jsonrpc":"2.0","method":"n","params":[]}',
-    '{"jsonrpc":"2.0","result":1,"id":"7"}garbage',
-    '[{"jsonrpc":"2.0","result":1,"id":"8"}]',
-    "x" * 2000,
-]
-
-
-@pytest.mark.parametrize("frame", CORPUS)
-def test_short_path_agrees_with_the_full_parser(frame):
-    codec = RpcCodec(max_message_size=1024)
-    fast, full = codec.parse_result(frame), codec.parse(frame)
-    if fast is not None:
-        assert full == Response(*fast)
+@pytest.mark.parametrize(
+    "frame, expected",
+    [
+        ('{"jsonrpc":"2.0","result":{"output":"42"},"id":"1"}', Response("1", {"output": "42"})),
+        (' {"jsonrpc":"2.0","result":1,"id":"2"} ', Response("2", 1)),  # JSON whitespace around
+        ('\r\n\t{"jsonrpc":"2.0","result":1,"id":"2"}\n', Response("2", 1)),
+        ('{"jsonrpc":"2.0","result":null,"id":"3"}', Response("3", None)),
+        ('{"jsonrpc":"2.0","result":1,"id":3}', BadFrame("response id 3 is not a string")),
+        ('{"jsonrpc":"1.0","result":1,"id":"4"}', BadFrame("jsonrpc member is '1.0', expected '2.0'", "4")),
+        ('{"jsonrpc":"2.0","result":1,"error":{"code":1,"message":"m"},"id":"5"}', BadFrame("response has both result and error", "5")),
+        ('{"jsonrpc":"2.0","error":{"code":1,"message":"m"},"id":"6"}', ErrorResponse("6", JsonRpcError(1, "m"))),
+        ('{"jsonrpc":"2.0","method":"n","params":[]}', Notification("n", [])),
+        ('{"jsonrpc":"2.0","result":1,"id":"7"}garbage', "Extra data"),
+        ('{"jsonrpc":"2.0","result":1,"id":"7"}\u00a0', "Extra data"),  # not JSON whitespace
+        ('\ufeff{"jsonrpc":"2.0","result":1,"id":"7"}', "Expecting value"),  # a BOM is not either
+        ('[{"jsonrpc":"2.0","result":1,"id":"8"}]', BadFrame("not a JSON object but list")),
+        ("x" * 2000, BadFrame("frame of 2000 characters exceeds max_message_size=1024")),
+    ],
+)
+def test_every_frame_class_on_the_one_parse(frame, expected):
+    out = RpcCodec(max_message_size=1024).parse(frame)
+    if isinstance(expected, str):
+        assert isinstance(out, BadFrame) and expected in out.reason and out.id is None
+    elif isinstance(expected, ErrorResponse):
+        assert isinstance(out, ErrorResponse) and out.id == expected.id
+        assert (out.error.code, out.error.message, out.error.data) == (1, "m", None)
     else:
-        assert not isinstance(full, Response) or frame != frame.strip()
+        assert out == expected
+
+
+def test_the_fast_response_is_a_plain_response():
+    """The hot path builds Response without its __init__: it must be the same kind of object."""
+    out = RpcCodec().parse('{"jsonrpc":"2.0","result":[1],"id":"9"}')
+    assert type(out) is Response and out == Response("9", [1])
+    assert (out.id, out.result) == ("9", [1]) and repr(out) == "Response(id='9', result=[1])"
+    text = RpcCodec().parse('{"jsonrpc":"2.0","result":"x","id":"9"}')
+    assert hash(text) == hash(Response("9", "x")) and text in {Response("9", "x")}
+    with pytest.raises(AttributeError):
+        out.id = "10"  # still frozen
 
 
 def test_cached_request_heads_stay_bounded_and_correct():
@@ -179,12 +193,10 @@ def test_deep_nesting_is_refused_even_with_a_huge_recursion_limit():
     try:
         codec = RpcCodec()
         for frame in ("[" * 100_000, '{"a":' * 60_000, '{"jsonrpc":"2.0","result":' + "[" * 300 + "]" * 300 + ',"id":"1"}'):
-            assert codec.parse_result(frame) is None
             out = codec.parse(frame)
             assert isinstance(out, BadFrame) and "nested deeper than 200" in out.reason
     finally:
         sys.setrecursionlimit(old)
     # Brackets inside strings do not count, and wide (not deep) structures are fine.
     wide = '{"jsonrpc":"2.0","result":{"s":"' + "[" * 5000 + '","l":[' + ",".join(["[1]"] * 3000) + ']},"id":"2"}'
-    assert codec.parse_result(wide)[0] == "2"
-    assert isinstance(codec.parse(wide), Response)
+    assert isinstance(codec.parse(wide), Response) and codec.parse(wide).id == "2"

@@ -1,4 +1,15 @@
-"""CPython transport: the ``websockets`` asyncio client behind the core's callback interface."""
+"""CPython transport: the ``websockets`` asyncio client behind the core's callback interface.
+
+Frame sizes, the same as in a browser up to a memory-safety limit: every text frame up to
+:data:`HARD_LIMIT_FACTOR` x ``max_message_size`` bytes (256 MiB at the default 16 MiB) is
+delivered, and the core decides: a frame over ``max_message_size`` fails only the call whose id
+it finds in the frame's head or tail (``ProtocolError``), counts in ``metrics.bad_frames``, and
+the connection stays up. A frame over the hard limit is not read past it: ``websockets`` closes
+the connection with 1009 (message too big) as soon as a frame header announces it, the calls in
+flight fail with ``ConnectionLostError``, and the client reconnects as after any drop.
+
+Works with ``websockets`` 13.0 and later (the first with the ``websockets.asyncio`` client).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +22,23 @@ from typing import Any, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+from websockets.version import version as _websockets_version
 
 OPEN = State.OPEN
+
+#: Frames up to this multiple of ``max_message_size`` reach the core, which fails just the one
+#: call (as a browser, which has no limit of its own, does); larger ones close the connection.
+#: Why a limit at all: websockets buffers a whole frame before delivering it, and then decodes it
+#: to str, so a runaway or hostile server could otherwise make the client hold any amount of
+#: memory (a few times the frame: bytes, str, the text being decoded). 16x keeps every plausible
+#: "answer somewhat too big" on the browser's behaviour, and bounds a connection's frame memory
+#: to a few 256 MiB at the default. Beyond it, what is lost is what a drop costs: the calls in flight.
+HARD_LIMIT_FACTOR = 16
+
+# None ("never pause reading") is accepted from websockets 14.1; before, a high-water mark far
+# above what the reader, which hands each frame to the core at once, ever lets pile up.
+_MAJOR_MINOR = tuple(int(part) for part in _websockets_version.split(".")[:2] if part.isdigit())
+_UNBOUNDED_QUEUE: int | None = None if _MAJOR_MINOR >= (14, 1) else 2**20
 
 try:  # websockets >= 15 picks a proxy from the environment for every connection
     from websockets.proxy import get_proxy as _get_proxy
@@ -29,7 +55,7 @@ def _proxy_for(url: str) -> str | None:
 
 from ..transport import TransportEvents, TransportOptions
 
-__all__ = ["NativeTransport", "call_later"]
+__all__ = ["HARD_LIMIT_FACTOR", "NativeTransport", "call_later"]
 
 logger = logging.getLogger("circle_ws_web")
 
@@ -87,12 +113,12 @@ class NativeTransport:
                 self._ws = ws = await connect(
                     self._url,
                     **_proxy_option(self._url),
-                    max_size=4 * self._options.max_message_size,
+                    max_size=HARD_LIMIT_FACTOR * self._options.max_message_size,
                     ping_interval=None,
                     compression=None,
                     open_timeout=None,
                     close_timeout=2,
-                    max_queue=None,
+                    max_queue=_UNBOUNDED_QUEUE,
                 )
             except asyncio.CancelledError:
                 code, reason = 1006, "closed before the connection opened"
@@ -110,8 +136,9 @@ class NativeTransport:
                 pass
             finally:
                 writer.cancel()
-            code = ws.close_code if ws.close_code is not None else 1006
-            reason = ws.close_reason or ""
+            # The protocol's own fields: the connection's close_code/close_reason need websockets 14.1.
+            code = ws.protocol.close_code if ws.protocol.close_code is not None else 1006
+            reason = ws.protocol.close_reason or ""
         except asyncio.CancelledError:
             pass
         finally:
