@@ -391,10 +391,22 @@ class _Engine:
                 if sock.closed is None:
                     sock.closed = loop.create_future()
                 waits.append(sock.closed)
-        if waits:
-            everything = asyncio.gather(*waits)
-            if not await self.wait(everything, CLOSE_WAIT):
-                everything.cancel()
+        pending = [closed for closed in waits if not closed.done()]
+        if pending:
+            # One plain future, not asyncio.gather: a gather cancelled on time-out would leave
+            # an exception nobody retrieves ("_GatheringFuture exception was never retrieved").
+            all_closed: asyncio.Future[None] = loop.create_future()
+            remaining = len(pending)
+
+            def one_closed(_: object) -> None:
+                nonlocal remaining
+                remaining -= 1
+                if remaining == 0 and not all_closed.done():
+                    all_closed.set_result(None)
+
+            for closed in pending:
+                closed.add_done_callback(one_closed)
+            if not await self.wait(all_closed, CLOSE_WAIT):
                 logger.warning("%s: socket did not confirm close within %gs", self.url, CLOSE_WAIT)
 
     def close_now(self) -> None:
@@ -672,9 +684,8 @@ class CircleWsClient:
         except Exception:  # closing must not fail the caller; it is a bug worth reporting
             logger.exception("%s: error while disconnecting (ignored; the client is closed)", self.url)
         finally:
-            for unsubscribe in self._unsubscribers:
+            for unsubscribe in list(self._unsubscribers):
                 unsubscribe()
-            self._unsubscribers.clear()
 
     def _leave(self, engine: _Engine) -> None:
         """Close this client on a connection others still use: end only what is its own."""
@@ -791,14 +802,26 @@ class CircleWsClient:
             undo_engine()
             undo_own()
 
-        self._unsubscribers.append(unsubscribe)
-        return unsubscribe
+        return self._remember(unsubscribe)
 
     def on_notification(self, callback: NotificationCallback) -> Callable[[], None]:
         """Call ``callback(method, params)`` for every server notification; returns an
         unsubscribe function."""
-        unsubscribe = _subscribe(self._engine.notification_listeners, callback)
-        self._unsubscribers.append(unsubscribe)
+        return self._remember(_subscribe(self._engine.notification_listeners, callback))
+
+    def _remember(self, undo: Callable[[], None]) -> Callable[[], None]:
+        """Keep ``undo`` for ``disconnect()`` until it is called (then forget it: no leak per
+        subscription, e.g. one per ``wait_connected()``)."""
+        unsubscribers = self._unsubscribers
+
+        def unsubscribe() -> None:
+            undo()
+            try:
+                unsubscribers.remove(unsubscribe)
+            except ValueError:
+                pass
+
+        unsubscribers.append(unsubscribe)
         return unsubscribe
 
 

@@ -127,3 +127,39 @@ async def test_already_offline_at_first_use() -> None:
     await clock.run_until(lambda: client.is_connected)
     await manager.disconnect_all()
     assert page.listeners == 0
+
+
+async def test_waiting_and_unsubscribing_leaves_nothing_behind() -> None:
+    """Found by the chaos soak: each wait_connected() kept its unsubscribe function until
+    disconnect(), about 1 KiB per call for the life of the client."""
+    clock, server, page, client = setup()
+    await clock.run_until_complete(client.connect())
+    server.faults.drop()
+    await clock.advance_async(0)
+    for _ in range(50):
+        await clock.run_until_complete(client.wait_connected(timeout=60))
+        server.faults.drop()
+        await clock.advance_async(0)
+    undo = client.on_status_change(lambda status: None)
+    undo()
+    assert client._unsubscribers == [] and len(client._engine.status_listeners) == 0
+    await client.disconnect()
+
+
+async def test_disconnect_that_times_out_leaves_no_unretrieved_exception() -> None:
+    """Found by the chaos soak (browser): a socket that never confirms its close made
+    disconnect() leave a '_GatheringFuture exception was never retrieved'."""
+    import gc
+
+    clock, server, page, client = setup()
+    await clock.run_until_complete(client.connect())
+    server.faults.silence()  # nothing answers, the close handshake included
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    sock = next(iter(client._engine.sockets.values()))
+    sock.transport.close = lambda code=1000, reason="": None  # a close event that never comes
+    await clock.run_until_complete(client.disconnect())
+    gc.collect()
+    await asyncio.sleep(0)
+    assert reported == []

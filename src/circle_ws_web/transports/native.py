@@ -83,6 +83,8 @@ class NativeTransport:
         if self._close_request is not None:
             return
         ws = self._ws
+        if ws is not None and ws.transport.is_closing():
+            return  # reset or closing: writing now only makes asyncio warn per frame on stderr
         if ws is not None and not self._outbox and not ws.paused and ws.protocol.state is OPEN:
             # Straight onto the socket, as a browser does: no hop through the writer task,
             # which cost a loop iteration per call (~10 us of a ~70 us round trip).
