@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 import math
 import time
 from collections import deque
@@ -75,7 +74,7 @@ class _Server:
     """One server of the fleet: its settings, its ``connections`` clients (slots), the calls
     in flight on each, its breaker and its recent round trips."""
 
-    __slots__ = ("__weakref__", "url", "settings", "clients", "loads", "cursor", "breaker", "rtts", "last_error",
+    __slots__ = ("url", "settings", "clients", "loads", "cursor", "breaker", "rtts", "last_error",
                  "slot_status", "shown", "timer", "removed")
 
     def __init__(self, url: str, settings: ServerSettings, clients: list[CircleWsClient], breaker: CircuitBreaker) -> None:
@@ -305,14 +304,8 @@ class WsManager:
     # -- status and breakers -----------------------------------------------------------------
 
     def _slot_listener(self, server: _Server, slot: int) -> Callable[[ConnectionStatus], None]:
-        # Weak: the client's engine holds this listener, and a strong reference to the manager
-        # (and, through the server, to its clients) would keep a dropped manager alive for ever.
-        manager, entry = weakref.ref(self), weakref.ref(server)
-
         def on_status(status: ConnectionStatus) -> None:
-            me, it = manager(), entry()
-            if me is not None and it is not None:
-                me._slot_changed(it, slot, status)
+            self._slot_changed(server, slot, status)
 
         return on_status
 

@@ -536,22 +536,3 @@ async def test_statuses_of_a_server_with_several_connections_are_the_best_of_the
     assert fleet.manager.connection_statuses() == {A: S.CONNECTED}
     await fleet.close()
     assert seen == [S.CLOSED]
-
-
-async def test_a_dropped_manager_is_collected_and_closes_its_connections() -> None:
-    """The README's promise: a manager that is garbage-collected closes its sockets (its
-    clients' status listeners must not keep it alive)."""
-    import gc
-    import weakref as _weakref
-
-    from circle_ws_web import ConnectionStatus, ws_manager
-    from circle_ws_web.testing import FakeServer, VirtualClock
-
-    clock = VirtualClock()
-    server = FakeServer(clock=clock)
-    manager = ws_manager().add_server_url("ws://fake").transport_factory(server).clock(clock).build()
-    await clock.run_until_complete(manager.connect())
-    ref, engine = _weakref.ref(manager), manager.get_client("ws://fake")._engine
-    del manager
-    gc.collect()
-    assert ref() is None and engine.machine.status is ConnectionStatus.CLOSED
