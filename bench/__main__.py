@@ -40,7 +40,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "keepalive": [0.3, 0.2],
         "silence_reps": 3,
         "memory": [3000, 5, 3],
-        "boots": 4,
+        "boots": 4,  # 2 per install route
+        "routes": ["snapshot", "micropip"],  # bench/browser_suite.py ROUTES: the new and the usual
         "lifecycle_reps": 2,
     },
     "full": {
@@ -54,7 +55,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "keepalive": [0.5, 0.3],
         "silence_reps": 5,
         "memory": [20000, 50, 3],
-        "boots": 7,
+        "boots": 12,  # 3 per install route (bench/browser_suite.py ROUTES)
         "lifecycle_reps": 7,
     },
 }
@@ -178,10 +179,14 @@ def build_rows(s: dict[str, list[float]], cfg: dict[str, Any]) -> list[dict[str,
         note="no timeout is waited: the down server is passed over before anything is sent")
     add("auth.sign.ecdsa", "auth.sign.coincurve", "auth.sign.cpython", "signing", "EIP-191 sign, ecdsa backend, CPython",
         "ms", "coincurve, CPython")
+    add("auth.sign.ecdsa", "auth.sign.ecdsa_package", "auth.sign.cpython.package", "signing",
+        "EIP-191 sign, ecdsa backend (own fixed-base table), CPython", "ms",
+        "the ecdsa package's sign_digest_deterministic + keccak, CPython")
     add("auth.keccak.pure", "auth.keccak.native", "auth.keccak.cpython", "signing", "keccak256, pure Python, CPython",
         "ms", "pycryptodome, CPython")
-    add("browser.auth.sign_ecdsa", "auth.sign.ecdsa", "auth.sign.pyodide", "signing", "EIP-191 sign, ecdsa backend, Pyodide",
-        "ms", "ecdsa, CPython")
+    add("browser.auth.sign_ecdsa", "browser.auth.sign_ecdsa_package", "auth.sign.pyodide", "signing",
+        "EIP-191 sign, ecdsa backend, Pyodide", "ms",
+        "the ecdsa package's sign_digest_deterministic + keccak, same page", goal=target("value_max", 0.7, "<= 0.7 ms"))
     add("browser.auth.keccak_pure", "auth.keccak.pure", "auth.keccak.pyodide", "signing", "keccak256, pure Python, Pyodide",
         "ms", "pure, CPython")
 
@@ -192,7 +197,8 @@ def build_rows(s: dict[str, list[float]], cfg: dict[str, Any]) -> list[dict[str,
         ("micropip_load_ms", "micropip loaded", js_total, None, None),
         ("wheel_install_ms", "wheel installed (micropip.install, with ecdsa + six)", js_total, None,
          target("value_max", 300, "<= 300 ms")),
-        ("import_ms", "import circle_ws_web", js_total, None, None),
+        ("import_ms", "import circle_ws_web", js_total, None, target("value_max", 50, "<= 50 ms")),
+        ("import_app_ms", "then from circle_ws_web import CircleWsClient, ws_manager", js_total, None, None),
         ("connect_auth_ms", "connected and authenticated (manager.connect)", "cold.js_connect_ms", "JS client: WebSocket open", None),
         ("first_result_ms", "first result (execute_script)", "cold.js_first_call_ms", "JS client: first call", None),
         ("first_result_at_ms", "total: navigation -> first result", js_total, None, None),
@@ -205,6 +211,20 @@ def build_rows(s: dict[str, list[float]], cfg: dict[str, Any]) -> list[dict[str,
         note="no micropip to load either: saves the 'micropip loaded' step too")
     add("cold.loadpackage.first_result_at_ms", js_total, "cold.loadpackage.first_result_at_ms", "browser cold start",
         "total without micropip: navigation -> first result", "ms", "JS client: navigation -> first result")
+    # The cheaper routes against the ordinary one (micropip after the boot), boot for boot.
+    for route, how in (("loadpackage", "loadPackage after the boot"), ("packages", "fetched while Pyodide starts"),
+                       ("snapshot", "from a memory snapshot")):
+        add(f"cold.{route}.installed_at_ms", "cold.installed_at_ms", f"cold.{route}.installed_at_ms", "browser cold start",
+            f"navigation -> circle-ws-web installed, {how}", "ms", "micropip route")
+    add("cold.snapshot.pyodide_ready_ms", "cold.pyodide_ready_ms", "cold.snapshot.pyodide_ready_ms", "browser cold start",
+        "Pyodide ready, restored from the snapshot (with circle-ws-web imported)", "ms", "Pyodide's own start")
+    add("cold.packages.first_result_at_ms", "cold.first_result_at_ms", "cold.packages.first_result_at_ms",
+        "browser cold start", "total, wheel fetched while Pyodide starts: navigation -> first result", "ms",
+        "micropip route")
+    add("cold.snapshot.first_result_at_ms", "cold.first_result_at_ms", "cold.snapshot.first_result_at_ms",
+        "browser cold start", "total from a memory snapshot: navigation -> first result", "ms", "micropip route",
+        goal=target("value_max", 1500, "<= 1500 ms"),
+        note="what the demo does when ./demo.sh (python tools/snapshot.py) has made a snapshot")
 
     mb = 1 / 2**20
     calls, cycles, rounds = cfg["memory"]
@@ -240,6 +260,15 @@ def notes(s: dict[str, list[float]], info: dict[str, Any]) -> list[str]:
                 f"Node ping server CPU while the browser clients ran at {k} in flight: JS client "
                 f"{max(js):.0%}, circle-ws-web {max(py):.0%} of one core at most: not the bottleneck."
             )
+    snap = info.get("snapshot")
+    if snap:
+        out.append(
+            f"memory snapshot (tools/snapshot.py, {snap['how']} this run): {snap['snapshot_bytes'] / 1e6:.1f} MB heap + "
+            f"{snap['site_zip_bytes'] / 1e6:.2f} MB packages zip, made in {snap['make_seconds']:.1f} s "
+            f"(in the page: Pyodide boot {snap['page_boot_ms'] / 1000:.1f} s of {snap['page_make_ms'] / 1000:.1f} s)."
+        )
+    if info.get("snapshot_error"):
+        out.append(f"no memory snapshot this run (its route left out): {info['snapshot_error'][:500]}")
     if info.get("page_log"):
         out.append("page log: " + "; ".join(info["page_log"])[:2000])
     return out

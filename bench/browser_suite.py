@@ -43,19 +43,23 @@ def run(cfg: dict[str, Any], out: Samples, info: dict[str, Any]) -> None:
     ):
         page = None
         try:
-            # Cold starts alternate the two install routes; the last boot (micropip, what the
-            # docs show) stays open for the other figures.
+            # Cold starts take the install routes in turn (A, B, C, D, A, B, ...: noise hits
+            # every route alike); the last boot (micropip, what the docs show) stays open for
+            # the other figures.
             boots = cfg["boots"] if "cold" in only else 1
+            routes = list(cfg.get("routes", ROUTES))
+            if "cold" in only and not _snapshot(root, info):
+                routes.remove("snapshot")
             for i in range(boots):
                 if page is not None:
                     page.close()
-                route = "loadpackage" if (boots - 1 - i) % 2 else "micropip"
+                route = routes[(i - boots) % len(routes)]  # the last one is routes[-1]
                 t = time.perf_counter()
                 page = BenchPage(base, channel, ref.url, servers.TEST_KEY, install=route)
                 if "cold" in only:
                     for name, value in page.timings.items():
                         if isinstance(value, (int, float)):
-                            prefix = "cold" if route == "micropip" else "cold.loadpackage"
+                            prefix = "cold" if route == "micropip" else f"cold.{route}"
                             out[f"{prefix}.{name}"].append(value)
                 _log(f"page boot {i + 1} ({route}): {time.perf_counter() - t:.1f} s")
             assert page is not None
@@ -82,6 +86,29 @@ def run(cfg: dict[str, Any], out: Samples, info: dict[str, Any]) -> None:
                 page.close()
     if channel.log:
         info["page_log"] = channel.log
+
+
+#: How a cold page gets circle-ws-web (bench/web/bench.js): after a boot with micropip or
+#: loadPackage, fetched while Pyodide starts (loadPyodide's packages), or from a memory snapshot.
+ROUTES = ("snapshot", "packages", "loadpackage", "micropip")
+
+
+def _snapshot(root: Any, info: dict[str, Any]) -> bool:
+    """Give the bench web root a memory snapshot of this wheel (tools/snapshot.py; cached in
+    .cache/snapshots/ per wheel, so a run only makes one when the code changed). False if it
+    could not be made: the run goes on without the snapshot route, and the report says why."""
+    snapshot = web.snapshot_module()
+    t = time.perf_counter()
+    try:
+        manifest, how = snapshot.ensure(root)
+    except snapshot.SnapshotError as exc:
+        info["snapshot_error"] = str(exc)
+        _log(f"no snapshot, its route is left out: {exc}")
+        return False
+    info["snapshot"] = {**manifest, "how": how}
+    _log(f"snapshot {how} ({time.perf_counter() - t:.1f} s; {manifest['snapshot_bytes'] / 1e6:.1f} MB, "
+         f"made in {manifest['make_seconds']:.1f} s)")
+    return True
 
 
 def _rpc(page: BenchPage, ps: servers.Proc, cfg: dict[str, Any], out: Samples) -> None:

@@ -147,8 +147,8 @@ async def bench_server_capacity(cfg: dict[str, Any], out: Samples) -> None:
         clients = {name: await RawClient().open(url) for name, url in targets.items()}
         for c in clients.values():
             await throughput(c.ping, 64, cfg["calls"])
-        for _ in range(cfg["reps"]):
-            for name, c in clients.items():
+        for rep in range(cfg["reps"]):
+            for name, c in list(clients.items())[:: 1 if rep % 2 == 0 else -1]:
                 out[f"capacity.{name}"].append(await throughput(c.ping, 64, cfg["calls"]))
         for c in clients.values():
             await c.close()
@@ -230,11 +230,15 @@ async def bench_silence(cfg: dict[str, Any], out: Samples) -> None:
     """A server that stops answering (``test.silence``): time until the client drops the
     connection, vs the loop's own sleep of interval + timeout."""
     interval, timeout = cfg["keepalive"]
+
+    async def sleep() -> None:
+        t0 = time.perf_counter()
+        await asyncio.sleep(interval + timeout)
+        out["silence.sleep"].append((time.perf_counter() - t0) * 1000)
+
     with servers.RefServer() as ref:
-        for _ in range(cfg["silence_reps"]):
-            t0 = time.perf_counter()
-            await asyncio.sleep(interval + timeout)
-            out["silence.sleep"].append((time.perf_counter() - t0) * 1000)
+
+        async def detect() -> None:
             client = CircleWsClient(
                 ref.url, servers.TEST_KEY, keepalive_interval=interval, keepalive_timeout=timeout,
                 reconnect_initial_delay=30, reconnect_max_delay=30,
@@ -252,27 +256,46 @@ async def bench_silence(cfg: dict[str, Any], out: Samples) -> None:
             out["silence.detect"].append((await lost - t_silent) * 1000)
             await client.disconnect()
 
+        for rep in range(cfg["silence_reps"]):  # in turns, the order reversed every repetition
+            for side in (sleep, detect) if rep % 2 == 0 else (detect, sleep):
+                await side()
+
 
 def bench_auth(cfg: dict[str, Any], out: Samples) -> None:
-    """Per-operation cost (ms) of an authentication's signature and of keccak256, per backend."""
+    """Per-operation cost (ms) of an authentication's signature and of keccak256, per backend,
+    and of the same signature by the ecdsa package; each pair taken in turns (the order reversed every repetition)."""
+    import hashlib
+
+    from ecdsa import SECP256k1, SigningKey
+
     from circle_ws_web import keccak
 
     nonce = "a" * 64
     data = nonce.encode()
+    prefixed = b"\x19Ethereum Signed Message:\n64" + data
     keys = {b: PrivateKey(servers.TEST_KEY, backend=b) for b in ("coincurve", "ecdsa")}
-    for key in keys.values():
-        key.sign_message(nonce)
-    n_sign = {"coincurve": 200, "ecdsa": 20}
-    for _ in range(cfg["reps"]):
-        for backend, key in keys.items():
-            t0 = time.perf_counter()
-            for _ in range(n_sign[backend]):
-                key.sign_message(nonce)
-            out[f"auth.sign.{backend}"].append((time.perf_counter() - t0) * 1000 / n_sign[backend])
-        for name, fn, n in (("native", keccak.keccak256, 2000), ("pure", keccak.keccak256_pure, 200)):
+    package = SigningKey.from_secret_exponent(int(servers.TEST_KEY, 16), curve=SECP256k1, hashfunc=hashlib.sha256)
+    signs: dict[str, tuple[Callable[[], object], int]] = {
+        "coincurve": (lambda: keys["coincurve"].sign_message(nonce), 200),
+        "ecdsa": (lambda: keys["ecdsa"].sign_message(nonce), 20),
+        # the same keccak as the signer (pycryptodome when installed): only the signing differs
+        "ecdsa_package": (lambda: package.sign_digest_deterministic(keccak.keccak256(prefixed), hashfunc=hashlib.sha256), 20),
+    }
+    hashes = {"native": (keccak.keccak256, 2000), "pure": (keccak.keccak256_pure, 200)}
+    for fn, _ in signs.values():
+        fn()
+    for rep in range(cfg["reps"]):
+        for name in signs if rep % 2 == 0 else list(signs)[::-1]:
+            fn, n = signs[name]
             t0 = time.perf_counter()
             for _ in range(n):
-                fn(data)
+                fn()
+            out[f"auth.sign.{name}"].append((time.perf_counter() - t0) * 1000 / n)
+        for name in hashes if rep % 2 == 0 else list(hashes)[::-1]:
+            h, n = hashes[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                h(data)
             out[f"auth.keccak.{name}"].append((time.perf_counter() - t0) * 1000 / n)
     out["auth.backend.native_keccak"] = [1.0 if keccak.KECCAK_BACKEND != "pure" else 0.0]
 

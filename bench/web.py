@@ -42,6 +42,17 @@ def webroot_module() -> ModuleType:
     return module
 
 
+@functools.cache
+def snapshot_module() -> ModuleType:
+    """tools/snapshot.py, imported once (it makes and installs memory snapshots)."""
+    spec = importlib.util.spec_from_file_location("_bench_snapshot", ROOT / "tools" / "snapshot.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_wheel(outdir: Path) -> Path:
     """Build the circle-ws-web wheel from this checkout into ``outdir``."""
     cmd = [sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir)]

@@ -148,7 +148,7 @@ for name in circle_ws_web.__all__:  # the lazy names: builder, manager, client, 
     getattr(circle_ws_web, name)
 from circle_ws_web import auth, keccak
 keccak.keccak256  # picks the pure implementation (no pycryptodome here)
-auth.precompute()  # the signer's generator table, ~40 ms a page otherwise
+auth.precompute(8)  # the signer's widest table (~70 ms here, once); a page builds w = 6 itself
 gc.collect()
 json.dumps({
     "python": sys.version.split()[0],

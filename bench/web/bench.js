@@ -8,15 +8,19 @@
 //   bench.js               the JS baseline client module (jsclient.js)
 //   bench.pyodide          the Pyodide API
 //
-// Query: auth=<ws url of a reference server requiring auth>, key=<hex private key>,
-// install=micropip (default: micropip.install(wheel URL)) or loadpackage (pyodide.loadPackage
-// of the wheel URL and its dependencies by name, without micropip).
+// Query: auth=<ws url of a reference server requiring auth>, key=<hex private key>, install=
+//   micropip     (default) boot, then micropip.install(wheel URL): what PyScript and JupyterLite do;
+//   loadpackage  boot, then pyodide.loadPackage([wheel URL, "ecdsa", "six"]): no micropip;
+//   packages     loadPyodide({packages: [...]}): the same three fetched while Pyodide starts;
+//   snapshot     restored from the web root's memory snapshot (tools/snapshot.py), circle-ws-web
+//                already imported; packages and snapshot boot through /pyodide/snapshot_boot.mjs,
+//                what the demo uses.
 import * as jsclient from "./jsclient.js";
 
 const params = new URLSearchParams(location.search);
 const authURL = params.get("auth");
 const key = params.get("key");
-const install = params.get("install") || "micropip";  // or "loadpackage"
+const install = params.get("install") || "micropip";  // loadpackage, packages, snapshot
 const t = {};
 const now = () => Math.round(performance.now() * 100) / 100;
 t.script_start_at_ms = now();
@@ -47,32 +51,48 @@ async function boot() {
 
   const pyodideStart = now();
   const indexURL = new URL("/pyodide/", location.href).href;  // Pyodide wants absolute URLs
-  const { loadPyodide } = await import(indexURL + "pyodide.mjs");
-  const pyodide = await step("pyodide_ready", () =>
-    loadPyodide({ indexURL, lockFileURL: indexURL + "pyodide-lock.json" }),
-  );
-  t.pyodide_ready_ms = Math.round((performance.now() - pyodideStart) * 100) / 100;  // with the import
-  bench.pyodide = pyodide;
   const manifestURL = new URL("/webroot.json", location.href).href;
-  const manifest = await (await fetch(manifestURL)).json();
-  const wheelURL = new URL(manifest.wheel, manifestURL).href;
-  if (install === "loadpackage") {
-    // No micropip: the wheel by URL, its dependencies by name from the lock file.
+  const manifest = fetch(manifestURL).then((r) => r.json());
+  let pyodide;
+  if (install === "packages" || install === "snapshot") {
+    const { bootPyodide } = await import(indexURL + "snapshot_boot.mjs");
+    const wheelURL = new URL((await manifest).wheel, manifestURL).href;
+    const booted = await bootPyodide({ indexURL, wheelURL, snapshot: install === "snapshot" ? "require" : "off" });
+    pyodide = booted.pyodide;
+    t.pyodide_ready_ms = Math.round((now() - pyodideStart) * 100) / 100;  // with the install
+    t.pyodide_ready_at_ms = now();
     t.micropip_load_ms = 0;
-    await step("wheel_install", () => pyodide.loadPackage([wheelURL, "ecdsa", "six"]));
+    t.wheel_install_ms = 0;  // in the boot: fetched meanwhile (packages) or in the heap (snapshot)
+    if (booted.timings.restore_ms !== undefined) t.restore_ms = booted.timings.restore_ms;
   } else {
-    await step("micropip_load", () => pyodide.loadPackage("micropip"));
-    await step("wheel_install", async () => {
-      const micropip = pyodide.pyimport("micropip");
-      try {
-        await micropip.install(wheelURL);
-      } finally {
-        micropip.destroy();
-      }
-    });
+    const { loadPyodide } = await import(indexURL + "pyodide.mjs");
+    pyodide = await step("pyodide_ready", () =>
+      loadPyodide({ indexURL, lockFileURL: indexURL + "pyodide-lock.json" }),
+    );
+    t.pyodide_ready_ms = Math.round((now() - pyodideStart) * 100) / 100;  // with the import
+    const wheelURL = new URL((await manifest).wheel, manifestURL).href;
+    if (install === "loadpackage") {
+      // No micropip: the wheel by URL, its dependencies by name from the lock file.
+      t.micropip_load_ms = 0;
+      await step("wheel_install", () => pyodide.loadPackage([wheelURL, "ecdsa", "six"]));
+    } else {
+      await step("micropip_load", () => pyodide.loadPackage("micropip"));
+      await step("wheel_install", async () => {
+        const micropip = pyodide.pyimport("micropip");
+        try {
+          await micropip.install(wheelURL);
+        } finally {
+          micropip.destroy();
+        }
+      });
+    }
   }
+  bench.pyodide = pyodide;
   t.install_route = install;
+  t.installed_at_ms = now();  // every route: circle-ws-web can be imported from here on
   await step("import", () => pyodide.runPythonAsync("import circle_ws_web"));
+  // What an application names next (the package imports them on first use).
+  await step("import_app", () => pyodide.runPythonAsync("from circle_ws_web import CircleWsClient, ws_manager"));
   // The in-page benchmark module, importable as page_bench.
   const src = await (await fetch("./page_bench.py")).text();
   pyodide.FS.mkdirTree("/tmp/bench");

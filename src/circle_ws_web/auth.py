@@ -133,16 +133,16 @@ class _NoSerialize:
 
 # --- the pure-Python signer: fixed-base arithmetic on secp256k1 --------------------------------
 # Signing is one multiplication k*G of the generator by the nonce. ecdsa's generic code does it
-# with ~86 point additions (NAF over precomputed doublings) and, before the first one, builds
-# its own table; here the nonce is cut into signed 6-bit digits, one per 6-bit window, and each
-# window has its multiples 1..32 of 2^(6i)*G precomputed as affine points, so k*G is 43 mixed
-# additions read from the table (x, p - y gives the negative digits). 2.5-3x faster than ecdsa's
-# multiplication, in CPython and in Pyodide; the table (1,376 points, ~15 ms in CPython, ~40 ms
-# in Pyodide) is built on the first signature, or by precompute(), e.g. before a memory snapshot.
+# with ~86 point additions (NAF over precomputed doublings); here the nonce is cut into signed
+# w-bit digits, one per w-bit window, and each window has its multiples 1..2^(w-1) of 2^(wi)*G
+# precomputed as affine points, so k*G is one mixed addition per window read from the table
+# (x, p - y gives the negative digits). The window trades the table's size and build time for
+# additions: w = 6 (43 additions, 1,376 points, ~25 ms in Pyodide, ~10 ms in CPython) is built
+# on the first signature; a memory snapshot, which builds it once for every page, takes w = 8
+# (33 additions, 4,224 points, ~70 ms, 0.9 MB of heap): tools/snapshot.py calls precompute(8).
 
-_WINDOW = 6
-_WINDOWS = 256 // _WINDOW + 1  # 43: the top window takes the carry of the signed recoding
-_TABLE: list[list[tuple[int, int]]] | None = None
+_DEFAULT_WINDOW = 6
+_TABLE: tuple[int, list[list[tuple[int, int]]]] | None = None  # (window, rows of multiples)
 
 
 def _double(x: int, y: int, z: int) -> tuple[int, int, int]:
@@ -193,24 +193,29 @@ def _to_affine(points: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def precompute() -> None:
+def precompute(window: int = _DEFAULT_WINDOW) -> None:
     """Build the generator table the pure-Python signer uses, now rather than at the first
-    signature: for a memory snapshot (tools/snapshot.py), or to keep it off a first login."""
+    signature: for a memory snapshot (tools/snapshot.py, with ``window=8``), or to keep it off a
+    first login. A wider ``window`` (4 to 10 bits) means fewer additions per signature and a
+    table 2^(w-1) * (256/w + 1) points long. A table already built with the same or a wider
+    window is kept."""
     global _TABLE
-    if _TABLE is not None:
+    if not 4 <= window <= 10:
+        raise ValueError(f"window must be 4 to 10 bits, not {window}")
+    if _TABLE is not None and _TABLE[0] >= window:
         return
-    half = 1 << (_WINDOW - 1)
-    table = []
+    half = 1 << (window - 1)
+    rows = []
     bx, by = _GX, _GY
-    for _ in range(_WINDOWS):
+    for _ in range(256 // window + 1):  # the top window takes the carry of the signed recoding
         multiples = [(bx, by, 1)]
         x, y, z = bx, by, 1
         for _ in range(half - 1):
             x, y, z = _add_affine(x, y, z, bx, by)
             multiples.append((x, y, z))
-        table.append(_to_affine(multiples))
-        ((bx, by),) = _to_affine([_double(x, y, z)])  # 2 * (half * B) = 2^WINDOW * B
-    _TABLE = table
+        rows.append(_to_affine(multiples))
+        ((bx, by),) = _to_affine([_double(x, y, z)])  # 2 * (half * B) = 2^window * B
+    _TABLE = (window, rows)
 
 
 def _mul_g(k: int) -> tuple[int, int]:
@@ -218,14 +223,15 @@ def _mul_g(k: int) -> tuple[int, int]:
     if _TABLE is None:
         precompute()
     assert _TABLE is not None
+    window, rows = _TABLE
     p = _P
-    mask = (1 << _WINDOW) - 1
-    full = 1 << _WINDOW
+    mask = (1 << window) - 1
+    full = 1 << window
     half = full >> 1
     x = y = z = 0  # z = 0: the point at infinity
-    for row in _TABLE:
+    for row in rows:
         digit = k & mask
-        k >>= _WINDOW
+        k >>= window
         if digit > half:  # signed digit in (-half, half]: borrow from the next window
             k += 1
             x2, y2 = row[full - digit - 1]

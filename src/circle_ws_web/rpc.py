@@ -103,11 +103,14 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 #: instead of raising RecursionError. The check (:func:`_too_deep`) is linear: a few C-speed
 #: passes over the frame's bytes and a Python loop per 128 brackets.
 #:
-#: The most expensive frames that pass every check are a few seconds' work at the default
-#: ``max_message_size`` of 16 MiB (CPython 3.11, a shared Xeon core, ``python bench/frames.py``):
-#: 16 MiB of nested arrays ``[[[...]]]`` 198 deep, one after the other, takes 2-3 s
-#: (the check 0.1-0.8 s of it, the rest is allocating 8 million lists), an object with 1.2
-#: million keys about as long; ``[[],[],...]`` 1 s. Lower ``max_message_size`` to bound this.
+#: The most expensive frame that passes every check, at the default ``max_message_size`` of
+#: 16 MiB, is 16 MiB of arrays nested 198 deep, one after the other: 7 s to parse (it was 24 s
+#: before parse decoded once and the check went linear), on a busy shared 2-core Xeon with
+#: CPython 3.11 (``python bench/frames.py``). Nearly all of it is CPython allocating 8 million
+#: lists with its garbage collector running; the check is under 1 s. ``[[],[],...]`` takes 4 s
+#: (27-42 s before), 16 MiB of floats 4.5 s, an object with 1.3 million keys 3 s. Holding
+#: the deep one also makes each later full collection cost 20-30 s. Lower ``max_message_size``
+#: to bound all of this: the costs are linear in it.
 MAX_NESTING = 200
 
 # What the nesting check keeps of a frame's UTF-8 bytes: brackets and quotes (and backslashes,
