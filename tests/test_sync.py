@@ -17,12 +17,14 @@ import subprocess
 import sys
 import textwrap
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 import pytest
 
 from circle_ws_web import ClientClosedError, ConfigError, ConnectionStatus, JsonRpcError, NotConnectedError
-from circle_ws_web import PlayResult, RequestTimeoutError
+from circle_ws_web import ConnectError, ConnectionLostError, PlayResult, RequestTimeoutError
+from circle_ws_web.breaker import BreakerState
 from circle_ws_web.sync import CircleWsClient, WsManager, ws_manager
 from support.servers import SRC, TEST_KEY
 
@@ -34,6 +36,14 @@ def build(servers: Any, *names: str) -> WsManager:
     for name in names or ("auth", "open"):
         builder.add_server_url(servers.url(name))
     return builder.build()
+
+
+def eventually(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Wait for ``check()`` (a state the test drives towards, never a duration it measures)."""
+    deadline = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        threading.Event().wait(0.02)
 
 
 def sync_threads() -> set[threading.Thread]:
@@ -285,3 +295,108 @@ def test_the_live_view_follows_a_sync_manager_without_keeping_it_alive(
     gc.collect()
     thread.join(10)
     assert not thread.is_alive()  # collected, so closed: the view held it only weakly
+
+
+# --- the fleet: the async manager's methods, blocking ----------------------------------------
+
+
+def test_priorities_breakers_health_and_servers_added_and_removed(servers: Any) -> None:
+    auth, open_, dead = servers.url("auth"), servers.url("open"), servers.dead_url()
+    opened = threading.Event()
+    seen: list[tuple[str, ConnectionStatus]] = []
+    manager = (ws_manager().private_key(TEST_KEY).reconnect(initial_delay=0.05, max_delay=0.5)
+               .add_server_url(dead, priority=0).add_server_url(auth, priority=1)
+               .circuit_breaker(failure_threshold=2, reset_timeout=60).build())
+    try:
+        manager.on_breaker_change(lambda url, state: opened.set() if (url, state) == (dead, "open") else None)
+        manager.on_status_change(lambda url, status: seen.append((url, status)))
+        report = manager.connect()
+        assert isinstance(report[dead], ConnectError) and report[auth] is None
+        # The preferred server is down: nothing was sent to it, so the call moved on.
+        assert manager.execute_script_any("40 + 2") == PlayResult("42", auth)
+        assert manager.execute_script_any("40 + 2").url == auth
+        assert opened.wait(30), "the dead server's breaker never opened"
+        assert manager.breaker_state(dead) is BreakerState.OPEN
+        health = manager.health()
+        assert health[dead].breaker == "open" and health[dead].consecutive_failures >= 2
+        assert health[dead].retry_in > 0 and health[dead].last_error and health[dead].connected == 0
+        assert health[auth].breaker == "closed" and health[auth].samples == 2 and health[auth].rtt_p50 is not None
+        assert (health[auth].priority, health[auth].connections, health[auth].connected) == (1, 1, 1)
+
+        manager.add_server(open_, priority=0, connections=2)  # returns while it connects
+        assert manager.urls == [dead, auth, open_]
+        for client in manager.get_clients(open_):
+            client.wait_connected(timeout=15)
+        assert len(manager.get_clients(open_)) == 2 and manager.get_client(open_) is manager.get_clients(open_)[0]
+        assert manager.health()[open_].connected == 2 and (open_, ConnectionStatus.CONNECTED) in seen
+        assert manager.execute_script_any("6 * 7") == PlayResult("42", open_)  # priority 0, up
+        with pytest.raises(ConfigError, match="already"):
+            manager.add_server(open_)
+        with pytest.raises(ConfigError, match="weight"):
+            manager.add_server("ws://127.0.0.1:9", weight=0)
+
+        everyone = manager.execute_script_all("6 * 7")
+        assert list(everyone) == [dead, auth, open_] and isinstance(everyone[dead], NotConnectedError)
+        first = manager.execute_script_all("6 * 7", quorum=1)
+        answers = [r for r in first.values() if isinstance(r, PlayResult)]
+        assert answers and all(r == PlayResult("42") for r in answers)
+        with pytest.raises(ConfigError, match="quorum"):
+            manager.execute_script_all("1", quorum=4)
+
+        manager.remove_server(open_)
+        assert manager.urls == [dead, auth] and seen[-1] == (open_, ConnectionStatus.CLOSED)
+        with pytest.raises(ConfigError, match="not a configured server"):
+            manager.get_client(open_)
+        with pytest.raises(ConfigError):
+            manager.remove_server(open_)
+        assert manager.execute_script_any("1 + 1").url == auth
+        manager.add_server(open_)  # back, with new clients: the sync ones wrap those
+        manager.get_client(open_).wait_connected(timeout=15)
+        assert manager.get_client(open_).play("1 + 2").output == "3"
+        assert manager.execute_script_any("1 + 1").url == open_
+    finally:
+        manager.close()
+    with pytest.raises(ClientClosedError):
+        manager.execute_script_any("1")
+
+
+def test_a_sent_call_is_not_sent_again_unless_idempotent_and_a_hedge_answers(servers: Any) -> None:
+    open_, auth = servers.url("open"), servers.url("auth")
+    manager = (ws_manager().private_key(TEST_KEY).reconnect(initial_delay=0.05, max_delay=0.5)
+               .add_server_url(open_, priority=0).add_server_url(auth, priority=1).build())
+    outcome: list[Any] = []
+
+    def in_a_thread(**options: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                outcome.append(manager.execute_script_any("40 + 2", **options))
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    with manager:
+        with pytest.raises(ConfigError, match="idempotent"):
+            manager.execute_script_any("1", hedge_after=0.2)
+        # open's connection takes requests and never answers: the play is sent, then open dies.
+        for idempotent in (False, True):
+            manager.get_client(open_).wait_connected(timeout=15)
+            assert manager.call(open_, "test.silence", {"seconds": 30}) == {"ok": True}
+            before = manager.metrics()[auth].calls
+            thread = in_a_thread(idempotent=idempotent)
+            eventually(lambda: manager.health()[open_].in_flight == 1, "the play in flight on open")
+            servers.servers["open"].restart()
+            thread.join(60)
+            if idempotent:
+                assert outcome.pop() == PlayResult("42", auth)
+                assert manager.metrics()[auth].calls == before + 1
+            else:
+                lost = outcome.pop()
+                assert isinstance(lost, ConnectionLostError) and "not re-sent" in str(lost)
+                assert manager.metrics()[auth].calls == before  # never sent to the fallback
+        manager.get_client(open_).wait_connected(timeout=15)
+        assert manager.call(open_, "test.silence", {"seconds": 30}) == {"ok": True}
+        hedged = manager.execute_script_any("6 * 7", idempotent=True, hedge_after=0.2)
+        assert hedged == PlayResult("42", auth) and manager.health()[open_].in_flight == 0

@@ -43,10 +43,11 @@ import logging
 import threading
 import weakref
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Coroutine, Iterable, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping, TypeVar
 
 from . import builder as _builder
 from .auth import PrivateKey
+from .breaker import BreakerSettings, BreakerState
 from .builder import _KEEP, _Keep
 from .client import CLOSE_WAIT
 from .client import CircleWsClient as AsyncCircleWsClient
@@ -54,7 +55,8 @@ from .config import ClientOptions
 from .errors import CircleWsClientError, ClientClosedError, RequestTimeoutError
 from .manager import WsManager as AsyncWsManager
 from .metrics import Metrics
-from .results import PlayResult
+from .results import PlayResult, ServerHealth
+from .routing import ServerSettings
 from .status import ConnectionStatus
 from .transport import TransportFactory
 
@@ -367,8 +369,9 @@ class WsManager:
     """A blocking :class:`circle_ws_web.WsManager` with a private loop thread.
 
     Build it with :func:`ws_manager` (or with the async manager's arguments). Every method of
-    the async manager is here, blocking instead of awaitable; ``close()`` (or
-    ``disconnect_all()``, or leaving ``with``) closes every connection and stops the thread.
+    the async manager is here, blocking instead of awaitable, with the same arguments and
+    outcomes; ``close()`` (or ``disconnect_all()``, or leaving ``with``) closes every
+    connection and stops the thread.
     """
 
     def __init__(
@@ -377,10 +380,16 @@ class WsManager:
         private_key: PrivateKey | str | None = None,
         options: ClientOptions | None = None,
         transport_factory: TransportFactory | None = None,
+        *,
+        servers: Mapping[str, ServerSettings] | None = None,
+        breaker: BreakerSettings | None = None,
     ) -> None:
-        """Validates like the async manager: ``ConfigError`` at once on bad input."""
+        """Validates like the async manager: ``ConfigError`` at once on bad input.
+        ``servers`` and ``breaker`` are the async manager's (per-server settings, breakers)."""
         urls = list(urls) if not isinstance(urls, (str, bytes)) else urls
-        self._setup(lambda: AsyncWsManager(urls, private_key, options, transport_factory))
+        self._setup(lambda: AsyncWsManager(
+            urls, private_key, options, transport_factory, servers=servers, breaker=breaker
+        ))
 
     @classmethod
     def _from_builder(cls, inner: _builder.WsManagerBuilder) -> WsManager:
@@ -398,7 +407,11 @@ class WsManager:
         runner.add_closer(manager.disconnect_all)
         self._manager = manager
         self._runner = runner
-        self._clients = {url: CircleWsClient._wrap(manager.get_client(url), runner) for url in manager.urls}
+        # Every client of the manager shares its options; kept here so the bounds below hold
+        # even once every server was removed.
+        self._options = manager.get_client(manager.urls[0]).options
+        self._lock = threading.Lock()
+        self._clients: dict[str, list[CircleWsClient]] = {}
         weakref.finalize(self, runner.close)  # also at interpreter exit (atexit)
 
     def __repr__(self) -> str:
@@ -428,54 +441,95 @@ class WsManager:
         """The background thread the clients run on (it ends when the manager closes)."""
         return self._runner.thread
 
-    def _max_option(self, name: str) -> float:
-        return max(float(getattr(c.options, name)) for c in self._clients.values())
+    def _bound(self, timeout: float | None) -> float:
+        return _bound(timeout, self._options.request_timeout)
 
     def connect(self) -> dict[str, CircleWsClientError | None]:
         """Connect to every server at once; ``{url: None or the first attempt's error}``.
         ``NotConnectedError`` if none came up (the others keep retrying in the background)."""
-        return self._runner.run(self._manager.connect(), self._max_option("connect_timeout") + GRACE)
+        return self._runner.run(self._manager.connect(), self._options.connect_timeout + GRACE)
 
     def _connect_report(self) -> dict[str, CircleWsClientError | None]:
         """Like ``connect()``, but never raises: ``{url: None or its first error}`` even when
         no server came up (the command line names each server's reason)."""
-        clients = [self._manager.get_client(url) for url in self._manager.urls]
+        clients = [(url, c) for url in self._manager.urls for c in self._manager.get_clients(url)]
 
         async def each() -> dict[str, CircleWsClientError | None]:
-            outcomes = await asyncio.gather(*(c.connect(keep_trying=True) for c in clients), return_exceptions=True)
+            outcomes = await asyncio.gather(*(c.connect(keep_trying=True) for _, c in clients), return_exceptions=True)
             report: dict[str, CircleWsClientError | None] = {}
-            for client, outcome in zip(clients, outcomes, strict=True):
-                if isinstance(outcome, CircleWsClientError) or outcome is None:
-                    report[client.url] = outcome
-                else:
+            for (url, _), outcome in zip(clients, outcomes, strict=True):
+                if not (isinstance(outcome, CircleWsClientError) or outcome is None):
                     raise outcome
+                if outcome is None or url not in report:  # up if any of its connections is
+                    report[url] = outcome
             return report
 
-        return self._runner.run(each(), self._max_option("connect_timeout") + GRACE)
+        return self._runner.run(each(), self._options.connect_timeout + GRACE)
+
+    # -- the fleet -------------------------------------------------------------------------
+
+    def add_server(self, url: str, *, priority: int = 0, weight: int = 1, connections: int = 1) -> None:
+        """Add a server while the manager runs; returns once its connection attempts have begun
+        (they go on in the background until it comes up). ``ConfigError`` for a bad URL or
+        option, or a URL already there. To wait: ``manager.get_client(url).wait_connected(t)``."""
+        self._runner.run(
+            self._manager.add_server(url, priority=priority, weight=weight, connections=connections), GRACE
+        )
+
+    def remove_server(self, url: str) -> None:
+        """Take a server out: no new call goes to it, its connections close, its calls in
+        flight fail with ``ClientClosedError``. ``ConfigError`` if it is not there."""
+        self._runner.run(self._manager.remove_server(url), CLOSE_WAIT + GRACE)
+
+    def get_clients(self, url: str) -> list[CircleWsClient]:
+        """Every blocking client of ``url``, one per connection (sharing this manager's
+        thread); ``ConfigError`` if that URL is not configured."""
+        inner = self._manager.get_clients(url)
+        with self._lock:
+            wrapped = self._clients.get(inner[0].url)
+            # A server removed and added again has new clients: wrap those.
+            if wrapped is None or len(wrapped) != len(inner) or any(
+                w._client is not c for w, c in zip(wrapped, inner)
+            ):
+                wrapped = [CircleWsClient._wrap(c, self._runner) for c in inner]
+                self._clients[inner[0].url] = wrapped
+            return list(wrapped)
 
     def get_client(self, url: str) -> CircleWsClient:
-        """The blocking client for ``url`` (sharing this manager's thread); ``ConfigError`` if
-        that URL is not configured."""
-        return self._clients[self._manager.get_client(url).url]
+        """The blocking client for ``url`` (its first connection's, sharing this manager's
+        thread); ``ConfigError`` if that URL is not configured."""
+        return self.get_clients(url)[0]
+
+    # -- calls -----------------------------------------------------------------------------
 
     def execute_script(self, url: str, script: str, *, timeout: float | None = None) -> PlayResult:
         """Run ``script`` on the server at ``url``; raises at once if it is not ready."""
-        client = self._manager.get_client(url)
-        bound = _bound(timeout, client.options.request_timeout)
-        return self._runner.run(self._manager.execute_script(url, script, timeout=timeout), bound)
+        return self._runner.run(self._manager.execute_script(url, script, timeout=timeout), self._bound(timeout))
+
+    def execute_script_any(
+        self, script: str, *, timeout: float | None = None, idempotent: bool = False, hedge_after: float | None = None
+    ) -> PlayResult:
+        """Run ``script`` on the best server (priority, health, weight); the result's ``url``
+        says which. Moves on to the next server only when nothing was sent, unless
+        ``idempotent=True``; ``hedge_after`` as in :meth:`circle_ws_web.WsManager.execute_script_any`.
+        ``timeout`` bounds the whole call, retries included."""
+        return self._runner.run(
+            self._manager.execute_script_any(script, timeout=timeout, idempotent=idempotent, hedge_after=hedge_after),
+            self._bound(timeout),
+        )
 
     def execute_script_all(
-        self, script: str, *, timeout: float | None = None
+        self, script: str, *, timeout: float | None = None, quorum: int | None = None
     ) -> dict[str, PlayResult | CircleWsClientError]:
-        """Run ``script`` on every server at once; each URL maps to its result or its error."""
-        bound = _bound(timeout, self._max_option("request_timeout"))
-        return self._runner.run(self._manager.execute_script_all(script, timeout=timeout), bound)
+        """Run ``script`` on every server at once; each URL maps to its result or its error.
+        ``quorum=k``: return once ``k`` servers answered (the rest are cancelled, left out)."""
+        return self._runner.run(
+            self._manager.execute_script_all(script, timeout=timeout, quorum=quorum), self._bound(timeout)
+        )
 
     def call(self, url: str, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
         """Any JSON-RPC method on the server at ``url``."""
-        client = self._manager.get_client(url)
-        bound = _bound(timeout, client.options.request_timeout)
-        return self._runner.run(self._manager.call(url, method, params, timeout=timeout), bound)
+        return self._runner.run(self._manager.call(url, method, params, timeout=timeout), self._bound(timeout))
 
     def _submit_call(
         self, url: str, method: str, params: Any = None, *, timeout: float | None = None
@@ -489,6 +543,11 @@ class WsManager:
         self._manager.get_client(url)
         return self._runner.submit(self._manager.execute_script(url, script, timeout=timeout))
 
+    def _submit_any(
+        self, script: str, *, timeout: float | None = None, idempotent: bool = False
+    ) -> concurrent.futures.Future[PlayResult]:
+        return self._runner.submit(self._manager.execute_script_any(script, timeout=timeout, idempotent=idempotent))
+
     def connected_urls(self) -> list[str]:
         return self._runner.call(self._manager.connected_urls)
 
@@ -501,16 +560,39 @@ class WsManager:
     def metrics(self) -> dict[str, Metrics]:
         return self._runner.call(self._manager.metrics)
 
+    def health(self) -> dict[str, ServerHealth]:
+        """Per server: breaker, failures, calls in flight, round-trip percentiles, reconnects
+        and the last failure (taken on the loop thread: one consistent snapshot)."""
+        return self._runner.call(self._manager.health)
+
+    def breaker_state(self, url: str) -> BreakerState:
+        """The breaker of ``url`` now (``closed``, ``open`` or ``half-open``)."""
+        return self._runner.call(lambda: self._manager.breaker_state(url))
+
     def on_status_change(self, callback: Callable[[str, ConnectionStatus], None]) -> Callable[[], None]:
-        """``callback(url, status)`` on every change of any client, called on the loop thread;
-        returns an unsubscribe function (callable from any thread)."""
+        """``callback(url, status)`` on every change of any server (those added later too),
+        called on the loop thread; returns an unsubscribe function (callable from any thread)."""
         undo = self._runner.call(lambda: self._manager.on_status_change(callback))
         runner = self._runner  # not self: a subscriber must not keep the manager alive
         return lambda: runner.call(undo)
 
+    def on_breaker_change(self, callback: Callable[[str, BreakerState], None]) -> Callable[[], None]:
+        """``callback(url, state)`` when a breaker opens, half-opens or closes, on the loop
+        thread; returns an unsubscribe function (callable from any thread)."""
+        undo = self._runner.call(lambda: self._manager.on_breaker_change(callback))
+        runner = self._runner
+        return lambda: runner.call(undo)
+
     def disconnect(self, url: str) -> None:
-        """Close the client for ``url`` (the others stay connected)."""
-        self.get_client(url).disconnect()
+        """Close every connection to ``url`` (the server stays in the manager, closed; the
+        others stay connected)."""
+        self._manager.get_client(url)  # ConfigError now, in the caller's thread
+        if self._runner.closed:
+            return
+        try:
+            self._runner.run(self._manager.disconnect(url), CLOSE_WAIT + GRACE)
+        except ClientClosedError:
+            pass  # the manager closed meanwhile: so is this server
 
     def close(self) -> None:
         """Close every client, all at once, and stop the thread. Idempotent; never raises."""
@@ -544,8 +626,10 @@ class WsManagerBuilder:
         self._inner.private_key(key)
         return self
 
-    def add_server_url(self, url: str) -> WsManagerBuilder:
-        self._inner.add_server_url(url)
+    def add_server_url(self, url: str, priority: int = 0, weight: int = 1, connections: int = 1) -> WsManagerBuilder:
+        """As :meth:`circle_ws_web.WsManagerBuilder.add_server_url` (priority, weight,
+        connections; ``ConfigError`` naming a bad value)."""
+        self._inner.add_server_url(url, priority, weight, connections)
         return self
 
     def add_server_urls(self, *urls: str) -> WsManagerBuilder:
@@ -580,6 +664,19 @@ class WsManagerBuilder:
 
     def max_message_size(self, size: int | _Keep = _KEEP) -> WsManagerBuilder:
         self._inner.max_message_size(size)
+        return self
+
+    def circuit_breaker(
+        self, failure_threshold: int | _Keep = _KEEP, reset_timeout: float | _Keep = _KEEP
+    ) -> WsManagerBuilder:
+        """As :meth:`circle_ws_web.WsManagerBuilder.circuit_breaker`."""
+        self._inner.circuit_breaker(failure_threshold, reset_timeout)
+        return self
+
+    def pool(self, enabled: bool = True) -> WsManagerBuilder:
+        """As :meth:`circle_ws_web.WsManagerBuilder.pool`: on by default; the pool is per event
+        loop, so it is shared only within this manager's thread."""
+        self._inner.pool(enabled)
         return self
 
     def transport_factory(self, factory: TransportFactory) -> WsManagerBuilder:
