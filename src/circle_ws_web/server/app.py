@@ -546,7 +546,9 @@ class CircleServer:
             self.nonces.discard_scope(conn.id)
             conn.bad_frames.flush(conn.id)
             conn.auth_failures.flush(conn.id)
-            logger.info("connection %d from %s closed (code %s)", conn.id, _peer(ws), ws.close_code)
+            # The protocol's own field: the connection's close_code property needs websockets
+            # 14.1, and the tests run this server on 13.0 too (.venv-oldest).
+            logger.info("connection %d from %s closed (code %s)", conn.id, _peer(ws), ws.protocol.close_code)
 
     async def _send(self, conn: _Connection, text: str | bytes) -> None:
         """Send unless the connection is silenced or gone (a vanished peer is not an error).
