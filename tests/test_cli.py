@@ -15,11 +15,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pexpect
 import pytest
 
+from support.fleet import FleetPool
 from support.servers import SRC, TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +98,7 @@ def test_a_call_that_times_out_exits_1(servers: Any) -> None:
         (["--key-file", "/nonexistent/key", "{open}", "1"], "cannot read the key file"),
         (["--key", TEST_KEY, "--key-file", "/dev/null", "{open}", "1"], "not both"),
         (["--timeout", "0", "{open}", "1"], "must be > 0"),
+        (["--idempotent", "--server", "{open}", "--server", "{auth}", "--all", "1"], "--idempotent needs --any"),
         (["--frobnicate", "{open}", "1"], "unrecognized arguments"),
     ],
 )
@@ -153,6 +155,18 @@ def test_any_uses_the_first_connected_server_that_answers(servers: Any) -> None:
     nobody = run_cli("--server", dead, "--server", servers.stalled_url(), "--any", "1", "--connect-timeout", "0.5")
     assert nobody.returncode == 3 and nobody.stdout == ""
     assert "could not connect" in nobody.stderr
+
+
+def test_any_prefers_the_servers_in_the_order_given(servers: Any) -> None:
+    open_, auth = servers.url("open"), servers.url("auth")
+    for first, second in ((open_, auth), (auth, open_)):
+        done = run_cli("--server", first, "--server", second, "--any", "6 * 7", key=TEST_KEY)
+        assert (done.returncode, done.stdout) == (0, f"{first}: 42\n")
+    failed = run_cli("--server", open_, "--server", auth, "--any", "1 / 0", key=TEST_KEY)
+    assert failed.returncode == 1 and failed.stdout == ""  # a script error is an answer: not retried
+    assert one_line(failed.stderr) == "circle-ws: script error: ZeroDivisionError: division by zero"
+    as_json = run_cli("--server", open_, "--server", auth, "--any", "--json", "1 / 0", key=TEST_KEY)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["error"]["code"] == -32010
 
 
 def test_json_prints_the_whole_result(servers: Any) -> None:
@@ -332,3 +346,52 @@ def test_prompt_exits_3_when_no_server_can_be_reached(servers: Any) -> None:
     done = run_cli(servers.dead_url(), stdin="40 + 2\n")
     assert done.returncode == 3 and done.stdout == ""
     assert "could not connect" in one_line(done.stderr)
+
+
+# --- --any: failover only when nothing was sent (servers with a journal of every play) --------
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetPool]:
+    pool = FleetPool(tmp_path_factory.mktemp("cli-fleet"))
+    pool.start()
+    yield pool
+    pool.close()
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_any_never_sends_a_sent_script_again_unless_idempotent(fleet: FleetPool, idempotent: bool) -> None:
+    fleet.ensure_running()
+    a, b = fleet.url("a"), fleet.url("b")
+    child = spawn("--server", a, "--server", b, "--any", *(["--idempotent"] if idempotent else []))
+    try:
+        child.sendline("40 + 2")
+        child.expect_exact(f"{a}: 42")  # the first given is preferred
+        child.expect_exact(PROMPT)
+        child.sendline(':call test.silence {"seconds": 30}')  # a takes requests, never answers
+        child.expect_exact(f'{a}: {{"ok": true}}')
+        child.expect_exact(PROMPT)
+        script = f"{70000 + idempotent} + 1"
+        child.sendline(script)
+        child.expect_exact("still running (Ctrl-C cancels it)")  # sent to a, which is silent
+        fleet.servers["a"].stop()
+        if idempotent:
+            child.expect_exact(f"{b}: {70001 + idempotent}")
+        else:
+            child.expect(r"circle-ws: connection to \S+ lost while 'play' was in flight .*; not re-sent")
+        child.expect_exact(PROMPT)
+        ran_on_b = [e for e in fleet.journal("b") if e["script"] == script]
+        assert len(ran_on_b) == (1 if idempotent else 0)  # never run twice, never behind our back
+        assert not [e for e in fleet.journal("a") if e["script"] == script]  # a was silent
+        child.sendline("6 * 7")  # a is down now: nothing can be sent there, so b takes it
+        child.expect_exact(f"{b}: 42")
+        child.expect_exact(PROMPT)
+        child.sendline(":call ping")
+        child.expect_exact(f'{b}: "pong"')
+        child.expect_exact(PROMPT)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        fleet.ensure_running()
+    assert child.exitstatus == 0

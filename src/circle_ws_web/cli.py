@@ -98,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--all", action="store_true", help="run on every server; prints 'URL: output' per server")
     mode.add_argument(
         "--any", action="store_true",
-        help="run on the first server that answers: the connected servers are tried in the order given",
+        help="run on one server, the first given that can take the call (the next ones are "
+        "fallbacks); it moves on only when nothing was sent",
+    )
+    parser.add_argument(
+        "--idempotent", action="store_true",
+        help="with --any: the script may run twice, so one whose connection was lost after it "
+        "was sent is tried again on the next server",
     )
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON: {url: {output | error}}")
     parser.add_argument("--key-file", metavar="PATH", help="read the private key from this file")
@@ -142,7 +148,9 @@ def _servers_and_script(args: argparse.Namespace) -> tuple[list[str], str | None
     if len(words) > 1:
         raise UsageError(f"expected one script, got {len(words)} arguments (quote the script: \"40 + 2\")")
     if len(servers) > 1 and not (args.all or args.any):
-        raise UsageError(f"{len(servers)} servers given: choose --all (every server) or --any (the first that answers)")
+        raise UsageError(f"{len(servers)} servers given: choose --all (every server) or --any (the first that can take it)")
+    if args.idempotent and not args.any:
+        raise UsageError("--idempotent needs --any (it allows a retry on the next server)")
     script = words[0] if words else None
     if script == "-":
         script = sys.stdin.read()
@@ -232,10 +240,12 @@ class _Cli:
     """One invocation: a connected sync manager, the servers to use and how to print."""
 
     def __init__(
-        self, manager: WsManager, mode: str, as_json: bool, timeout: float | None, out: IO[str], err: IO[str], debug: bool
+        self, manager: WsManager, mode: str, as_json: bool, timeout: float | None, out: IO[str], err: IO[str], debug: bool,
+        idempotent: bool = False,
     ) -> None:
         self.manager = manager
         self.mode = mode  # "one", "all" or "any"
+        self.idempotent = idempotent
         self.as_json = as_json
         self.timeout = timeout
         self.out = out
@@ -327,29 +337,41 @@ class _Cli:
         return self.report(outcomes)
 
     def _run_any(self, script: str | None, call: tuple[str, Any] | None) -> int:
-        """The first connected server, in the order given, that answers (an error answer from
-        the script counts: the server did answer)."""
-        tried: dict[str, Any] = {}
-        for url in self.manager.connected_urls():
-            try:
-                future = self.start(url, script, call)
-            except CircleWsClientError as exc:
-                tried[url] = exc
-                continue
+        """The manager's ``execute_script_any``: the servers have the priorities of the order
+        given, and a script moves on to the next one only when it surely was not sent (or was
+        lost, with --idempotent); a script error is an answer. Its result names the server."""
+        if call is not None:
+            return self._call_any(call)
+        assert script is not None
+        future = self.manager._submit_any(script, timeout=self.timeout, idempotent=self.idempotent)
+        self.wait([future])
+        outcome = self.outcome(future)
+        if isinstance(outcome, PlayResult):
+            assert outcome.url is not None  # execute_script_any names the server that ran it
+            return self.report({outcome.url: outcome})
+        # Where it failed is unknown (nowhere, if nothing was sent): no URL to name.
+        if self.as_json:
+            self.say(json.dumps({"error": _error_json(outcome)}, ensure_ascii=False))
+        else:
+            self.fail_line(None, outcome)
+        return exit_code_for(outcome)
+
+    def _call_any(self, call: tuple[str, Any]) -> int:
+        """``:call`` with --any: the servers in the order given; the next one only when this
+        one refused before sending (not ready, breaker open): a method may not be idempotent."""
+        refused: dict[str, Any] = {}
+        for url in self.manager.urls:
+            future = self.start(url, None, call)
             self.wait([future])
             outcome = self.outcome(future)
-            if isinstance(outcome, (JsonRpcError,)) or not isinstance(outcome, BaseException):
-                return self.report({url: outcome})
-            tried[url] = outcome
-        for url in self.manager.urls:
-            if url not in tried:
-                tried[url] = self._unreachable(url, NotConnectedError(f"{url} is not connected"))
-        if self.as_json:
-            self.say(json.dumps({url: _outcome_json(o) for url, o in tried.items()}, ensure_ascii=False))
-        for url, failure in tried.items():
-            self.fail_line(url, failure)
-        self.say(f"{PROG}: no server answered", error=True)
-        return EXIT_CONNECT
+            if isinstance(outcome, NotConnectedError):  # CircuitOpenError too: nothing was sent
+                refused[url] = self._unreachable(url, outcome)
+                continue
+            return self.report({url: outcome})
+        code = self.report(refused)
+        if not self.as_json:
+            self.say(f"{PROG}: no server could take the call (nothing was sent)", error=True)
+        return code
 
     def report(self, outcomes: dict[str, Any]) -> int:
         code = EXIT_OK
@@ -525,8 +547,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None, out
         builder = ws_manager()
         if key is not None:
             builder.private_key(key)
-        for url in servers:
-            builder.add_server_url(url)
+        for priority, url in enumerate(servers):
+            # --any: the order given is the order of preference (each later one a fallback).
+            builder.add_server_url(url, priority=priority if args.any else 0)
         if args.timeout is not None:
             builder.request_timeout(args.timeout)
         if args.connect_timeout is not None:
@@ -542,7 +565,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None, out
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE
-    cli = _Cli(manager, mode, args.json, args.timeout, out, err, args.debug)
+    cli = _Cli(manager, mode, args.json, args.timeout, out, err, args.debug, args.idempotent)
     try:
         code = cli.connect()
         if code != EXIT_OK:
