@@ -536,6 +536,38 @@ def write_file(page: Page, path: str, data: str | bytes) -> str:
     return page.evaluate("([p, d]) => window.harness.writeFile(p, d)", [path, data])
 
 
+#: Module ``transport_sink``: an owner for a bare BrowserTransport that records every event, in
+#: order, as JSON-ready lists (what the transport tests compare), with the names they use.
+TRANSPORT_SINK = '''
+from circle_ws_web.transport import TransportOptions
+from circle_ws_web.transports import browser as bt
+
+class Sink:
+    """Records every transport event, in order."""
+    def __init__(self):
+        self.events = []
+    def on_open(self):
+        self.events.append(["open"])
+    def on_message(self, data):
+        self.events.append(["message", data])
+    def on_error(self, message):
+        self.events.append(["error", message])
+    def on_close(self, code, reason):
+        self.events.append(["close", code, reason])
+'''
+
+
+@pytest.fixture(name="transport_sink")
+def transport_sink_fixture() -> Callable[[Page], None]:
+    """`transport_sink(page)`: after it, code run in that page can `from transport_sink import
+    Sink, TransportOptions, bt`, one recording owner for every test of the bare transport."""
+
+    def install(page: Page) -> None:
+        upload_module(page, "transport_sink", TRANSPORT_SINK)
+
+    return install
+
+
 @pytest.fixture(name="run_py")
 def run_py_fixture() -> Callable[..., Any]:
     """`run_py(page, code, timeout=30.0) -> Any`; raises `run_py.Error` (PagePythonError)."""

@@ -17,25 +17,6 @@ from websockets.asyncio.server import serve
 
 logger = logging.getLogger(__name__)
 
-SINK = """
-from circle_ws_web.transport import TransportOptions
-from circle_ws_web.transports import browser as bt
-
-class Sink:
-    '''Records every transport event, in order.'''
-    def __init__(self):
-        self.events = []
-    def on_open(self):
-        self.events.append(["open"])
-    def on_message(self, data):
-        self.events.append(["message", data])
-    def on_error(self, message):
-        self.events.append(["error", message])
-    def on_close(self, code, reason):
-        self.events.append(["close", code, reason])
-"""
-
-
 def test_a_30_day_timer_does_not_fire_at_once(pyodide_page: Page, run_py: Callable[..., Any]) -> None:
     """A raw setTimeout of more than 2**31-1 ms fires at once; call_later's does not, and its
     cancel leaves no timer behind."""
@@ -126,7 +107,7 @@ def test_a_long_timer_is_rearmed_until_its_full_delay_elapsed(
 
 STALLED_CLOSE = """
 import asyncio
-SINK_CODE
+from transport_sink import Sink, TransportOptions, bt
 baseline = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count(), "timers": bt.live_timer_count()}
 sink = Sink()
 t = bt.BrowserTransport(URL, sink, TransportOptions())
@@ -145,9 +126,10 @@ await asyncio.sleep(0.5)
 
 
 def test_closing_a_stalled_handshake_frees_its_proxy_at_once(
-    pyodide_page: Page, run_py: Callable[..., Any], servers: Any
+    pyodide_page: Page, run_py: Callable[..., Any], transport_sink: Callable[[Page], None], servers: Any
 ) -> None:
-    code = STALLED_CLOSE.replace("SINK_CODE", SINK).replace("URL", repr(servers.stalled_url()))
+    transport_sink(pyodide_page)
+    code = STALLED_CLOSE.replace("URL", repr(servers.stalled_url()))
     out = run_py(pyodide_page, code)
     base = out["baseline"]
     assert out["connecting"]["proxies"] == base["proxies"] + 1, out  # the counter does count
@@ -200,7 +182,7 @@ def slow_handshake_server() -> Iterator[dict[str, Any]]:
 
 SLOW_CLOSE = """
 import asyncio
-SINK_CODE
+from transport_sink import Sink, TransportOptions, bt
 baseline = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count(), "detached": bt.detached_socket_count()}
 sinks = [Sink() for _ in range(3)]
 ts = [bt.BrowserTransport(URL, s, TransportOptions()) for s in sinks]
@@ -218,9 +200,11 @@ for _ in range(60):  # the server answers after 0.6 s; the JS handlers then clos
 
 
 def test_a_detached_socket_is_closed_when_it_opens_and_gives_its_slot_back(
-    pyodide_page: Page, run_py: Callable[..., Any], slow_handshake_server: dict[str, Any]
+    pyodide_page: Page, run_py: Callable[..., Any], transport_sink: Callable[[Page], None],
+    slow_handshake_server: dict[str, Any],
 ) -> None:
-    code = SLOW_CLOSE.replace("SINK_CODE", SINK).replace("URL", repr(slow_handshake_server["url"]))
+    transport_sink(pyodide_page)
+    code = SLOW_CLOSE.replace("URL", repr(slow_handshake_server["url"]))
     out = run_py(pyodide_page, code)
     base = out["baseline"]
     assert out["at_once"]["proxies"] == base["proxies"], out

@@ -8,43 +8,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .servers import ServerProcess, free_port
+from .servers import ProcessPool, ServerProcess, free_port
 
 #: The fleet's servers: all require authentication and have the test controls.
 NAMES = ("a", "b", "c")
 
 
-class FleetPool:
+class FleetPool(ProcessPool):
     """``a``, ``b`` and ``c`` on free ports, journals under ``folder``, plus a dead port."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.journals = {name: folder / f"journal-{name}.jsonl" for name in NAMES}
-        self.servers = {
+        super().__init__({
             name: ServerProcess(free_port(), require_auth=True, extra=("--journal", str(self.journals[name])))
             for name in NAMES
-        }
-        self._dead = free_port()
-
-    def start(self) -> None:
-        for server in self.servers.values():
-            server.start()
-
-    def ensure_running(self) -> None:
-        for server in self.servers.values():
-            if not server.running:
-                server.proc = None
-                server.start()
-
-    def close(self) -> None:
-        for server in self.servers.values():
-            server.stop()
-
-    def url(self, name: str) -> str:
-        return self.servers[name].url
-
-    def dead_url(self) -> str:
-        return f"ws://127.0.0.1:{self._dead}"
+        })
 
     def journal(self, name: str) -> list[dict[str, Any]]:
         """Every play server ``name`` started, across its restarts (one JSON object each)."""

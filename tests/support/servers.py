@@ -115,22 +115,20 @@ class StalledServer:
             conn.close()
 
 
-class ServerPool:
-    """The two servers every scenario uses: "auth" (authentication required) and "open"."""
+class ProcessPool:
+    """Named reference server processes on free ports, started and stopped together, and a port
+    where nothing listens. The scenario pools below share this; each names its own servers."""
 
-    def __init__(self) -> None:
-        self.servers = {
-            "auth": ServerProcess(free_port(), require_auth=True),
-            "open": ServerProcess(free_port(), require_auth=False),
-        }
+    def __init__(self, servers: dict[str, ServerProcess]) -> None:
+        self.servers = servers
         self._dead = free_port()
-        self.stalled = StalledServer()
 
     def start(self) -> None:
         for server in self.servers.values():
             server.start()
 
     def ensure_running(self) -> None:
+        """Start again whatever a test stopped or killed (a process that died counts too)."""
         for server in self.servers.values():
             if not server.running:
                 server.proc = None
@@ -139,13 +137,27 @@ class ServerPool:
     def close(self) -> None:
         for server in self.servers.values():
             server.stop()
-        self.stalled.close()
 
     def url(self, name: str) -> str:
         return self.servers[name].url
 
     def dead_url(self) -> str:
         return f"ws://127.0.0.1:{self._dead}"
+
+
+class ServerPool(ProcessPool):
+    """The two servers every scenario uses: "auth" (authentication required) and "open"."""
+
+    def __init__(self) -> None:
+        super().__init__({
+            "auth": ServerProcess(free_port(), require_auth=True),
+            "open": ServerProcess(free_port(), require_auth=False),
+        })
+        self.stalled = StalledServer()
+
+    def close(self) -> None:
+        super().close()
+        self.stalled.close()
 
     def stalled_url(self) -> str:
         return f"ws://127.0.0.1:{self.stalled.port}"
