@@ -14,7 +14,11 @@
 //
 // Options: snapshot "auto" (default: use one if valid, else boot), "off" (never), "require"
 // (fail instead of booting); packages: the wheel's dependencies from the lock (default ecdsa,
-// six); loadPyodide: more loadPyodide options (stdout, stderr, ...). A snapshot that cannot be
+// six); webroot: the web root's manifest (webroot.json) or a promise of it, when the page
+// fetches it anyway; wheelURL may be a promise too; loadPyodide: more loadPyodide options
+// (stdout, stderr, ...). `timings` has the steps, `*_at_ms` since navigation start
+// (manifests_at, module_start_at, wasm_ready_at, heap_fetched_at, fs_ready_at, restored_at,
+// ready_at). A snapshot that cannot be
 // used (none made, made for another wheel or Pyodide build, a failed fetch) is reported in
 // `snapshotSkipped` and the page boots the ordinary way: a snapshot only ever saves time.
 //
@@ -25,27 +29,56 @@
 
 export const SITE_ZIP = "/lib/circle-site.zip";
 const DEFAULT_PACKAGES = ["ecdsa", "six"];
+/** The heap file's own header (tools/snapshot.py writes it): "CSH1", then page size, sizes. */
+const SPARSE_MAGIC = 0x31485343; // "CSH1" little-endian
 
 const now = () => performance.now();
 const ms = (t0) => Math.round((now() - t0) * 100) / 100;
+const at = () => Math.round(now() * 100) / 100; // since navigation start
 
-async function fetchOk(url, how) {
-  const resp = await fetch(url, { cache: "no-cache" });
+async function fetchOk(url, how, init = {}) {
+  const resp = await fetch(url, { cache: "no-cache", ...init });
   if (!resp.ok) throw new Error(`${how} ${url}: HTTP ${resp.status}`);
   return resp;
 }
 
-async function readManifests(indexURL) {
-  // The web root's own manifest says which wheel it serves and whether it has a snapshot (so a
-  // web root without one costs no 404); the snapshot's, which wheel and Pyodide it was made
-  // from. A snapshot of other code must never run in its place.
+async function readRoot(indexURL, webroot) {
   const rootURL = new URL("../webroot.json", indexURL).href;
-  const root = await (await fetchOk(rootURL, "web root manifest")).json();
-  if (!root.snapshot) return { skip: "no snapshot in this web root (python tools/snapshot.py makes one)" };
-  const snap = await (await fetchOk(new URL(root.snapshot, rootURL).href, "snapshot manifest")).json();
-  if (snap.wheel_sha256 !== root.wheel_sha256) return { skip: `snapshot made for another wheel (${snap.wheel})` };
-  if (snap.pyodide_version !== root.pyodide_version) return { skip: `snapshot made for Pyodide ${snap.pyodide_version}` };
-  return { snap };
+  const root = webroot ? await webroot : await (await fetchOk(rootURL, "web root manifest")).json();
+  return { root, rootURL };
+}
+
+function checkSnapshot(root, snap) {
+  // A snapshot of other code must never run in its place.
+  if (snap.wheel_sha256 !== root.wheel_sha256) return `snapshot made for another wheel (${snap.wheel})`;
+  if (snap.pyodide_version !== root.pyodide_version) return `snapshot made for Pyodide ${snap.pyodide_version}`;
+  if (snap.format !== 2) return `snapshot of an older format (${snap.format}): python tools/snapshot.py makes a new one`;
+  return null;
+}
+
+/**
+ * The heap file into `heap` (the interpreter's memory, zero-filled): the file holds Pyodide's
+ * snapshot header and only the pages that are not all zeros (about half of the 30 MiB), so
+ * half the bytes travel. Layout: u32 magic, page size, header bytes, page count; the header;
+ * one u32 page index per page; the pages.
+ */
+function unpackHeap(file, heap) {
+  const words = new Uint32Array(file.buffer, file.byteOffset, 4);
+  if (words[0] !== SPARSE_MAGIC) throw new Error("the snapshot file is not a circle-ws-web heap (old format?)");
+  const page = words[1];
+  const headerBytes = words[2];
+  const count = words[3];
+  let pos = 16;
+  heap.set(file.subarray(pos, pos + headerBytes), 0);
+  pos += headerBytes;
+  const index = new Uint32Array(file.buffer, file.byteOffset + pos, count);
+  pos += count * 4;
+  for (let i = 0; i < count; i++) {
+    const dst = headerBytes + index[i] * page;
+    heap.set(file.subarray(pos, pos + page), dst);
+    pos += page;
+  }
+  if (pos !== file.byteLength) throw new Error("the snapshot file is truncated or corrupt");
 }
 
 /** Restore Python's state from the snapshot; a fresh random seed (the snapshot's is shared). */
@@ -56,21 +89,65 @@ if "random" in sys.modules:  # every page restores the same PRNG state: draw a f
 del sys
 `;
 
-async function restore(loadPyodide, options, indexURL, snap, timings) {
-  const t0 = now();
-  const heap = fetchOk(indexURL + snap.snapshot, "snapshot").then((r) => r.arrayBuffer());
-  const site = fetchOk(indexURL + snap.site_zip, "snapshot's packages").then((r) => r.arrayBuffer());
-  heap.catch(() => {}); // awaited below; no unhandled rejection meanwhile
-  site.catch(() => {});
+/**
+ * Where the JS functions the snapshot's modules made at import (`run_js` at module level: the
+ * transports' helpers) live: the heap finds them by this path from globalThis. The manifest
+ * has their source (arrow functions of the page's globals); a restore evaluates them again.
+ */
+export const JS_HOLDER = "__circle_ws_web_snapshot_functions";
+
+function defineFunctions(sources) {
+  const fns = {};
+  sources.forEach((source, i) => {
+    fns[`f${i}`] = (0, eval)(`(${source})`);
+  });
+  Object.defineProperty(globalThis, JS_HOLDER, { value: fns, configurable: true });
+}
+
+/**
+ * Everything a restore needs is fetched at once: the heap, the packages' zip and (started by
+ * loadPyodide) the interpreter's wasm, its JS and the stdlib; the wasm compiles while the heap
+ * is still arriving. Pyodide would otherwise wait for the heap before it even starts compiling
+ * (it takes the heap's size from it): it gets a zeroed heap of the size the manifest says at
+ * once, and the bytes go in before the interpreter resumes (fsInit runs before the restore).
+ */
+async function restore(loadPyodide, asm, options, indexURL, snap, started, timings) {
+  const heap = new Uint8Array(snap.heap_bytes);
+  let fill = started.heap.then(async (resp) => {
+    const file = new Uint8Array(await resp.arrayBuffer());
+    timings.heap_fetched_at_ms = at();
+    unpackHeap(file, heap);
+    timings.heap_unpacked_at_ms = at();
+  });
+  fill.catch(() => {});
+  defineFunctions(snap.js_functions || []);
+  const createPyodideModule = async (settings) => {
+    timings.module_start_at_ms = at();
+    const instantiate = settings.instantiateWasm;
+    settings.instantiateWasm = (imports, receive) =>
+      instantiate(imports, (instance, module) => {
+        timings.wasm_ready_at_ms = at();
+        receive(instance, module);
+      });
+    return (await asm).default(settings);
+  };
   const pyodide = await loadPyodide({
     ...options,
+    createPyodideModule,
     _loadSnapshot: heap,
     // Files are not in the heap: the packages go back where the snapshot imported them from,
-    // before the interpreter resumes.
-    fsInit: async (FS) => FS.writeFile(SITE_ZIP, new Uint8Array(await site)),
+    // before the interpreter resumes; so do the heap's bytes.
+    fsInit: async (FS) => {
+      timings.fs_init_at_ms = at();
+      const site = new Uint8Array(await (await started.site).arrayBuffer());
+      FS.writeFile(SITE_ZIP, site);
+      await fill;
+      timings.fs_ready_at_ms = at();
+    },
   });
+  timings.restored_at_ms = at();
   pyodide.runPython(AFTER_RESTORE);
-  timings.restore_ms = ms(t0);
+  timings.ready_at_ms = at();
   return pyodide;
 }
 
@@ -80,34 +157,65 @@ export async function bootPyodide({
   wheelURL,
   packages = DEFAULT_PACKAGES,
   snapshot = "auto",
+  webroot = null,
   loadPyodide: extra = {},
 } = {}) {
   const t0 = now();
-  const timings = {};
+  const timings = { boot_start_at_ms: at() };
   indexURL = new URL(indexURL, location.href).href; // Pyodide needs absolute URLs
   if (!indexURL.endsWith("/")) indexURL += "/";
   lockFileURL = new URL(lockFileURL || indexURL + "pyodide-lock.json", location.href).href;
+  // Both of Pyodide's modules at once (loadPyodide would import pyodide.asm.mjs, 1.2 MB, only
+  // once it has run).
   const module = import(indexURL + "pyodide.mjs");
-  const manifests = snapshot === "off" ? Promise.resolve({ skip: "snapshot off" }) : readManifests(indexURL);
-  manifests.catch(() => {});
-  const { loadPyodide } = await module;
+  const asm = import(indexURL + "pyodide.asm.mjs");
+  module.catch(() => {});
+  asm.catch(() => {});
   const options = { indexURL, lockFileURL, ...extra };
   let snapshotSkipped = null;
-  try {
-    const found = await manifests;
-    if (found.snap) {
-      const pyodide = await restore(loadPyodide, options, indexURL, found.snap, timings);
-      timings.boot_ms = ms(t0);
-      return { pyodide, route: "snapshot", timings, snapshot: found.snap, snapshotSkipped };
+  if (snapshot !== "off") {
+    // The web root's manifest says whether it has a snapshot (so one without costs no 404),
+    // the snapshot's whether it is of this wheel; then its heap and packages at once.
+    try {
+      const { root, rootURL } = await readRoot(indexURL, webroot);
+      if (!root.snapshot) {
+        snapshotSkipped = "no snapshot in this web root (python tools/snapshot.py makes one)";
+      } else {
+        const snapURL = new URL(root.snapshot, rootURL).href;
+        const snap = await (await fetchOk(snapURL, "snapshot manifest")).json();
+        snapshotSkipped = checkSnapshot(root, snap);
+        if (!snapshotSkipped) {
+          timings.manifests_at_ms = at();
+          const base = new URL(".", snapURL).href;
+          const started = {
+            heap: fetchOk(base + snap.snapshot, "snapshot"),
+            site: fetchOk(base + snap.site_zip, "snapshot's packages"),
+          };
+          started.heap.catch(() => {}); // awaited in the restore; no unhandled rejection meanwhile
+          started.site.catch(() => {});
+          const { loadPyodide } = await module;
+          const pyodide = await restore(loadPyodide, asm, options, indexURL, snap, started, timings);
+          timings.restore_ms = ms(t0);
+          timings.boot_ms = ms(t0);
+          return { pyodide, route: "snapshot", timings, snapshot: snap, snapshotSkipped };
+        }
+      }
+    } catch (err) {
+      snapshotSkipped = `snapshot failed: ${err && err.message ? err.message : err}`;
     }
-    snapshotSkipped = found.skip;
-  } catch (err) {
-    snapshotSkipped = `snapshot failed: ${err && err.message ? err.message : err}`;
+  } else {
+    snapshotSkipped = "snapshot off";
   }
   if (snapshot === "require") throw new Error(snapshotSkipped);
   if (snapshotSkipped && snapshot !== "off") console.info(`[circle-ws-web] booting without a snapshot: ${snapshotSkipped}`);
+  const { loadPyodide } = await module;
+  const wheel = await wheelURL;
   // `packages` are fetched while Pyodide starts (loadPackage after it would wait for both).
-  const pyodide = await loadPyodide({ ...options, packages: wheelURL ? [wheelURL, ...packages] : [...packages] });
+  const pyodide = await loadPyodide({
+    ...options,
+    createPyodideModule: async (settings) => (await asm).default(settings),
+    packages: wheel ? [wheel, ...packages] : [...packages],
+  });
   timings.boot_ms = ms(t0);
   return { pyodide, route: "packages", timings, snapshot: null, snapshotSkipped };
 }
@@ -116,7 +224,7 @@ export async function bootPyodide({
 
 /** What the snapshot holds: the wheels in one zip of compiled modules, and the import done. */
 const MAKE = `
-import compileall, gc, importlib, json, os, py_compile, shutil, sys, zipfile
+import compileall, gc, importlib, json, os, py_compile, re, shutil, sys, zipfile
 
 BUILD = "/tmp/circle-site"
 os.makedirs(BUILD)
@@ -147,12 +255,52 @@ import circle_ws_web
 for name in circle_ws_web.__all__:  # the lazy names: builder, manager, client, ...
     getattr(circle_ws_web, name)
 from circle_ws_web import auth, keccak
+# What the first connect and the first call import: the page's transport and its events, the
+# HMAC of RFC 6979. Not in the heap, each would be found in a zip and compiled from source
+# on the page (Pyodide's stdlib ships no byte code).
+import hashlib, hmac, pyodide.ffi.wrappers
 keccak.keccak256  # picks the pure implementation (no pycryptodome here)
 auth.precompute(8)  # the signer's widest table (~70 ms here, once); a page builds w = 6 itself
+# One signature: whatever a signature sets up on first use is set up in the heap.
+auth.PrivateKey("11" * 32).sign_message("a" * 64)
+json.loads(json.dumps({"jsonrpc": "2.0", "id": "1", "method": "ping", "params": {}}))
+# The transports make JS functions at import (run_js at module level): a heap may hold a JS
+# object only if the page can find it again by a path from globalThis. Each such function is
+# put on one global object and the module's name rebound to it from there (the same function:
+# only the path is new); its source goes in the manifest, and a restore evaluates it again
+# under that path before Python resumes. Only arrow functions: they ignore "this", the one
+# thing the new binding changes; anything else held from JS makes the snapshot refuse.
+from circle_ws_web.transports import current_platform
+current_platform()
+import js
+from pyodide.code import run_js
+from pyodide.ffi import JsProxy, to_js
+_arrow = re.compile(r"\\s*(async\\s*)?(\\([^()]*\\)|[A-Za-z_]\\w*)\\s*=>")
+_source_of = run_js("(f) => Function.prototype.toString.call(f)")
+_rebind, JS_FUNCTIONS = [], []
+for _name, _module in sorted(sys.modules.items()):
+    if _name.split(".")[0] != "circle_ws_web":
+        continue
+    for _attr, _value in list(vars(_module).items()):
+        if isinstance(_value, JsProxy) and _value.typeof == "function":
+            _source = _source_of(_value)
+            if "[native code]" in _source:
+                continue  # a global (from js import WebSocket): restored by its own path
+            if not _arrow.match(_source):
+                raise RuntimeError(f"{_name}.{_attr}: a snapshot can hold only arrow functions from JS")
+            _rebind.append((_module, _attr, _value))
+            JS_FUNCTIONS.append(_source)
+run_js("(fns) => Object.defineProperty(globalThis, HOLDER, { value: fns, configurable: true })".replace("HOLDER", repr(HOLDER)))(
+    to_js({f"f{i}": value for i, (_, _, value) in enumerate(_rebind)}, dict_converter=js.Object.fromEntries))
+_holder = getattr(js, HOLDER)
+for _i, (_module, _attr, _value) in enumerate(_rebind):
+    setattr(_module, _attr, getattr(_holder, f"f{_i}"))
+del _arrow, _source_of, _rebind, _holder, _name, _module, _attr, _value, _source, _i, JsProxy, to_js, run_js, js
 gc.collect()
 json.dumps({
     "python": sys.version.split()[0],
     "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("circle_ws_web", "ecdsa", "six")),
+    "js_functions": JS_FUNCTIONS,
 })
 `;
 
@@ -178,9 +326,14 @@ export async function makeSnapshot({ indexURL, lockFileURL, wheelURLs }) {
   }
   const ns = pyodide.globals.get("dict")();
   ns.set("SITE_ZIP", SITE_ZIP);
+  ns.set("HOLDER", JS_HOLDER);
   const info = JSON.parse(pyodide.runPython(MAKE, { globals: ns }));
   ns.destroy();
+  pyodide.runPython("import gc; gc.collect()");
   const site = pyodide.FS.readFile(SITE_ZIP);
-  const heap = pyodide.makeMemorySnapshot();
+  const serializer = (obj) => {
+    throw new Error(`a snapshot cannot hold this JS object (only what globalThis leads to): ${String(obj).slice(0, 200)}`);
+  };
+  const heap = pyodide.makeMemorySnapshot({ serializer });
   return { heap, site, info: { ...info, boot_ms: bootMs, make_ms: ms(t0) } };
 }

@@ -1,6 +1,8 @@
 """Memory snapshots: a page restored from one (tools/snapshot.py, tools/snapshot_boot.mjs) has
-circle-ws-web imported and its signing table built, connects, authenticates and runs scripts;
-imports after the restore come from the snapshot's zip; every page draws its own random seed;
+circle-ws-web imported with its browser transport and its signing table built, connects,
+authenticates and runs scripts without importing anything; imports after the restore come from
+the snapshot's zip; the heap file holds the heap's non-zero pages and unpacks to the heap
+Pyodide made; every page draws its own random seed;
 a snapshot of another wheel is never used (the page boots the ordinary way instead), and the
 web root drops it. All offline: the watched pages fail on any request that leaves the machine.
 """
@@ -113,7 +115,12 @@ def test_the_tool_writes_a_snapshot_of_the_webroot_wheel(made: tuple[Path, dict[
     assert manifest["wheel_sha256"] == served["wheel_sha256"]
     assert manifest["pyodide_version"] == served["pyodide_version"]
     assert (root / "pyodide" / manifest["snapshot"]).stat().st_size == manifest["snapshot_bytes"] > 10**7
-    assert {"circle_ws_web.client", "circle_ws_web.manager", "circle_ws_web.auth"} <= set(manifest["modules"])
+    # The file leaves out the heap's pages of zeros: well under the heap (30 MiB + a header).
+    assert manifest["heap_bytes"] > 30 * 2**20 > manifest["snapshot_bytes"] * 1.3
+    assert {"circle_ws_web.client", "circle_ws_web.manager", "circle_ws_web.auth",
+            "circle_ws_web.transports.browser", "circle_ws_web.transports.page_events"} <= set(manifest["modules"])
+    # The transports' JS helpers (run_js at their top level) travel as source, to be defined again.
+    assert manifest["js_functions"] and all("=>" in source for source in manifest["js_functions"])
     assert snapshot_tool.installed(root) == manifest
     assert json.loads((root / "webroot.json").read_text())["snapshot"] == "pyodide/circle-snapshot.json"
     # Again: nothing to do. Removed: back from the cache (files copied, no browser started).
@@ -130,11 +137,13 @@ def test_a_restored_page_has_the_library_imported_and_works(
     root, _ = snap_root
     page, booted = _boot(watched_page, serve_folder(root), "restored page")
     assert booted["route"] == "snapshot", booted
-    # Imported before any code of ours ran: the heap came with them.
-    assert {"circle_ws_web.client", "circle_ws_web.builder", "circle_ws_web.keccak"} <= set(booted["modules"])
+    # Imported before any code of ours ran: the heap came with them, the page's transport too.
+    assert {"circle_ws_web.client", "circle_ws_web.builder", "circle_ws_web.keccak", "hmac",
+            "circle_ws_web.transports.browser", "circle_ws_web.transports.page_events"} <= set(booted["modules"])
     vectors = json.dumps(VECTORS["eip191"])
     out = _py(page, f"""
 import json, sys
+before = set(sys.modules)
 from circle_ws_web import auth, keccak, ws_manager
 table_ready = auth._TABLE is not None  # built before the snapshot was taken
 rows = [[auth.PrivateKey(v["private_key"]).sign_message(v["message"]) == v["signature"],
@@ -143,16 +152,36 @@ manager = ws_manager().private_key({TEST_KEY!r}).add_server_url({servers.url("au
 report = await manager.connect()
 result = await manager.execute_script({servers.url("auth")!r}, "40 + 2")
 await manager.disconnect_all()
+imported = sorted(set(sys.modules) - before)
 import circle_ws_web.transports.browser as bt
+import circle_ws_web.testing._clock as later
 json.dumps({{"table": table_ready, "rows": rows, "output": result.output, "report": str(report),
-             "keccak": keccak.KECCAK_BACKEND, "transport_file": bt.__file__}})
+             "keccak": keccak.KECCAK_BACKEND, "imported": imported, "transport_file": bt.__file__,
+             "later_file": later.__file__, "live": bt.live_proxy_count()}})
 """)
     assert out["table"] is True
     assert out["rows"] == [[True, True]] * len(VECTORS["eip191"])
     assert out["output"] == "42", out["report"]
     assert out["keccak"] == "pure"
-    # Imported after the restore (at connect), from the zip written back before Python resumed.
+    # Connecting, signing and the first call imported nothing: all of it came with the heap.
+    assert out["imported"] == [], out["imported"]
+    assert out["live"] == 0
+    # Imported when the snapshot was made, from the zip a restore writes back before Python
+    # resumes; so is a module imported only now.
     assert out["transport_file"].startswith("/lib/circle-site.zip/")
+    assert out["later_file"].startswith("/lib/circle-site.zip/")
+
+
+def test_the_heap_file_unpacks_to_the_heap(made: tuple[Path, dict[str, Any], Path]) -> None:
+    root, manifest, _ = made
+    packed = (root / "pyodide" / snapshot_tool.HEAP).read_bytes()
+    heap = snapshot_tool.unpack_heap(packed, manifest["heap_bytes"])
+    assert len(heap) == manifest["heap_bytes"]
+    assert snapshot_tool.pack_heap(heap) == packed
+    # Pyodide's own header first (its magic number), as makeMemorySnapshot wrote it.
+    assert int.from_bytes(heap[:4], "little") == 1886286592
+    with pytest.raises(snapshot_tool.SnapshotError):
+        snapshot_tool.unpack_heap(packed[:-1], manifest["heap_bytes"])
 
 
 def test_every_restored_page_draws_its_own_random_seed(
