@@ -495,13 +495,15 @@ def test_curve_constants_are_secp256k1() -> None:
     assert (auth._GY**2 - auth._GX**3 - 7) % auth._P == 0
 
 
-#: Scalars where the signed 6-bit recoding is at its edges: every digit 0, 32 (the largest
-#: positive), 33 (the first to borrow), 63 (a borrow into every window), and the carry into
-#: the top window.
+#: Scalars where the signed recoding is at its edges, for 6-bit windows and for the default
+#: 7-bit ones: every digit 0, the largest positive (32 / 64), the first to borrow (33 / 65), all
+#: ones (a borrow into every window), and the carry into the top window.
 EDGE_SCALARS = [
     1, 2, 31, 32, 33, 63, 64, 2**252 - 1, 2**255, 2**255 - 1, N - 1, N - 2, N // 2,
     int("20" * 32, 16) % N, int("21" * 32, 16), int("3f" * 32, 16) % N, int("7" + "f" * 63, 16),
     sum(32 << (6 * i) for i in range(42)) % N, sum(33 << (6 * i) for i in range(42)) % N,
+    65, 127, 128, sum(64 << (7 * i) for i in range(36)) % N, sum(65 << (7 * i) for i in range(36)) % N,
+    sum(127 << (7 * i) for i in range(36)) % N,
 ]
 
 
@@ -523,7 +525,7 @@ def test_point_addition_handles_doubling_and_opposite_points() -> None:
 def test_precompute_builds_the_table_once() -> None:
     auth.precompute()
     table = auth._TABLE
-    assert table is not None and table[0] >= 6
+    assert table is not None and table[0] >= auth._DEFAULT_WINDOW
     window, rows = table
     assert len(rows) == 256 // window + 1 and all(len(row) == 1 << (window - 1) for row in rows)
     auth.precompute()
@@ -533,7 +535,26 @@ def test_precompute_builds_the_table_once() -> None:
         auth.precompute(11)
 
 
-@pytest.mark.parametrize("window", [4, 5, 7, 8])
+def test_table_rows_are_the_multiples_of_their_window_base(monkeypatch) -> None:
+    # precompute() builds column by column with batched inversions; check a table against
+    # the ecdsa package's own multiplication, every point of the first, a middle and the top row.
+    monkeypatch.setattr(auth, "_TABLE", None)
+    auth.precompute(5)
+    assert auth._TABLE is not None
+    window, rows = auth._TABLE
+    g = SECP256k1.generator
+    for i in (0, len(rows) // 2, len(rows) - 1):
+        for j, point in enumerate(rows[i], start=1):
+            expected = (j * 2 ** (window * i) * g).to_affine()
+            assert point == (expected.x(), expected.y()), (i, j)
+
+
+def test_batch_inverse_inverts_each_value() -> None:
+    values = [1, 2, auth._P - 1, RNG.randrange(1, auth._P), RNG.randrange(1, auth._P)]
+    assert [v * inv % auth._P for v, inv in zip(values, auth._batch_inverse(values))] == [1] * 5
+
+
+@pytest.mark.parametrize("window", [4, 5, 6, 8])
 def test_every_window_gives_the_same_points_and_signatures(window: int, monkeypatch) -> None:
     # The snapshot builds a wider table than a page does on its own: both must sign alike.
     monkeypatch.setattr(auth, "_TABLE", None)

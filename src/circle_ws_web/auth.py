@@ -137,11 +137,16 @@ class _NoSerialize:
 # w-bit digits, one per w-bit window, and each window has its multiples 1..2^(w-1) of 2^(wi)*G
 # precomputed as affine points, so k*G is one mixed addition per window read from the table
 # (x, p - y gives the negative digits). The window trades the table's size and build time for
-# additions: w = 6 (43 additions, 1,376 points, ~25 ms in Pyodide, ~10 ms in CPython) is built
-# on the first signature; a memory snapshot, which builds it once for every page, takes w = 8
-# (33 additions, 4,224 points, ~70 ms, 0.9 MB of heap): tools/snapshot.py calls precompute(8).
+# additions. Measured in Pyodide (node 20, CPU time; CPython about 1.5x faster): w = 6 is 43
+# additions a signature, 1,376 points, ~15 ms to build; w = 7 (the default, built on the first
+# signature) 37 additions, 2,368 points, ~25 ms (less than w = 6 took before precompute()
+# built columns in affine, ~35 ms) and 0.06 ms less per signature than w = 6; w = 8 is 33
+# additions, 4,224 points, ~40 ms, 0.9 MB of heap, what a memory snapshot takes (it builds the
+# table once for every page: tools/snapshot_boot.mjs calls precompute(8)). Without a snapshot
+# w = 8 would cost each page ~15 ms more at its first login to save ~0.04 ms per signature
+# (break-even after ~400 signatures): not worth it for a page that signs once per connection.
 
-_DEFAULT_WINDOW = 6
+_DEFAULT_WINDOW = 7
 _TABLE: tuple[int, list[list[tuple[int, int]]]] | None = None  # (window, rows of multiples)
 
 
@@ -193,28 +198,67 @@ def _to_affine(points: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _batch_inverse(values: list[int]) -> list[int]:
+    """Inverses mod p of nonzero values with one ``pow`` (Montgomery's trick, 3 products each)."""
+    p = _P
+    prefix = []
+    acc = 1
+    for v in values:
+        prefix.append(acc)
+        acc = acc * v % p
+    inv = pow(acc, -1, p)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % p
+        inv = inv * values[i] % p
+    return out
+
+
 def precompute(window: int = _DEFAULT_WINDOW) -> None:
     """Build the generator table the pure-Python signer uses, now rather than at the first
     signature: for a memory snapshot (tools/snapshot.py, with ``window=8``), or to keep it off a
     first login. A wider ``window`` (4 to 10 bits) means fewer additions per signature and a
     table 2^(w-1) * (256/w + 1) points long. A table already built with the same or a wider
-    window is kept."""
+    window is kept.
+
+    Built column by column in affine coordinates: the row bases 2^(w*i)*G by Jacobian doublings
+    (one inversion for all), then the j-th multiple of every row at once, P_j = P_(j-1) + B,
+    with the rows' denominators inverted together. That is ~6 products per point instead of a
+    Jacobian addition and a conversion (~15), and 2^(w-1) inversions instead of 2 per row.
+    """
     global _TABLE
     if not 4 <= window <= 10:
         raise ValueError(f"window must be 4 to 10 bits, not {window}")
     if _TABLE is not None and _TABLE[0] >= window:
         return
-    half = 1 << (window - 1)
-    rows = []
-    bx, by = _GX, _GY
-    for _ in range(256 // window + 1):  # the top window takes the carry of the signed recoding
-        multiples = [(bx, by, 1)]
-        x, y, z = bx, by, 1
-        for _ in range(half - 1):
-            x, y, z = _add_affine(x, y, z, bx, by)
-            multiples.append((x, y, z))
-        rows.append(_to_affine(multiples))
-        ((bx, by),) = _to_affine([_double(x, y, z)])  # 2 * (half * B) = 2^window * B
+    p = _P
+    nrows = 256 // window + 1  # the top window takes the carry of the signed recoding
+    jacobian = []
+    x, y, z = _GX, _GY, 1
+    for i in range(nrows):
+        jacobian.append((x, y, z))
+        if i < nrows - 1:
+            for _ in range(window):
+                x, y, z = _double(x, y, z)
+    bases = _to_affine(jacobian)
+    # 2B: the tangent, lambda = 3x^2 / 2y.
+    column = []
+    for (bx, by), inv in zip(bases, _batch_inverse([2 * by % p for _, by in bases])):
+        lam = 3 * bx * bx * inv % p
+        x3 = (lam * lam - 2 * bx) % p
+        column.append((x3, (lam * (bx - x3) - by) % p))
+    rows = [[base, point] for base, point in zip(bases, column)]
+    for _ in range((1 << (window - 1)) - 2):
+        # jB + B for j >= 2: never the same x as B (j - 1 and j + 1 are far below the order n).
+        invs = _batch_inverse([(px - bx) % p for (px, _), (bx, _) in zip(column, bases)])
+        nxt = []
+        for (px, py), (bx, by), inv, row in zip(column, bases, invs, rows):
+            lam = (py - by) * inv % p
+            x3 = (lam * lam - px - bx) % p
+            point = (x3, (lam * (bx - x3) - by) % p)
+            nxt.append(point)
+            row.append(point)
+        column = nxt
     _TABLE = (window, rows)
 
 
