@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections import deque
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, TypeVar
 
@@ -70,12 +71,35 @@ def _check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
+class _Anchor:
+    """How what outlives the user's references (the clients' engines, held by sockets and
+    timers) reaches a manager: weakly, so a manager nobody uses is collected and its clients'
+    finalizers close their sockets; strongly while the user has callbacks registered
+    (:meth:`WsManager.on_status_change`, :meth:`WsManager.on_breaker_change`), because someone
+    is listening to it then. The engines hold this, never the manager itself."""
+
+    __slots__ = ("ref", "strong", "lists")
+
+    def __init__(self, manager: WsManager, *callback_lists: list[Any]) -> None:
+        self.ref = weakref.ref(manager)
+        self.strong: WsManager | None = None
+        self.lists = callback_lists
+
+    def manager(self) -> WsManager | None:
+        strong = self.strong
+        return strong if strong is not None else self.ref()
+
+    def hold(self) -> None:
+        """Hold the manager strongly while any user callback is registered, weakly otherwise."""
+        self.strong = self.ref() if any(self.lists) else None
+
+
 class _Server:
     """One server of the fleet: its settings, its ``connections`` clients (slots), the calls
     in flight on each, its breaker and its recent round trips."""
 
     __slots__ = ("url", "settings", "clients", "loads", "cursor", "breaker", "rtts", "last_error",
-                 "slot_status", "shown", "timer", "removed")
+                 "slot_status", "shown", "timer", "removed", "__weakref__")
 
     def __init__(self, url: str, settings: ServerSettings, clients: list[CircleWsClient], breaker: CircuitBreaker) -> None:
         self.url = url
@@ -183,6 +207,11 @@ class WsManager:
         self._status_callbacks: list[StatusCallback] = []
         self._breaker_callbacks: list[BreakerCallback] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._anchor = _Anchor(self, self._status_callbacks, self._breaker_callbacks)
+        # The half-open timers' cancel functions, for the finalizer: a collected manager leaves
+        # no timer behind (in the browser, each holds a JS proxy until it fires).
+        self._timers: set[Callable[[], None]] = set()
+        weakref.finalize(self, _cancel_all, self._timers).atexit = False
         self._servers: dict[str, _Server] = {}
         for url in checked:
             self._servers[url] = self._make_server(url, per_url.get(url, ServerSettings()))
@@ -196,7 +225,7 @@ class WsManager:
         ]
         server = _Server(url, settings, clients, CircuitBreaker(self._breaker_settings, name=url))
         for slot, client in enumerate(clients):
-            client.on_status_change(self._slot_listener(server, slot))
+            self._listen(server, slot, client)
         return server
 
     def __repr__(self) -> str:
@@ -303,11 +332,28 @@ class WsManager:
 
     # -- status and breakers -----------------------------------------------------------------
 
-    def _slot_listener(self, server: _Server, slot: int) -> Callable[[ConnectionStatus], None]:
-        def on_status(status: ConnectionStatus) -> None:
-            self._slot_changed(server, slot, status)
+    def _listen(self, server: _Server, slot: int, client: CircleWsClient) -> None:
+        """Follow the status of connection ``slot`` of ``server``.
 
-        return on_status
+        The client's engine keeps this listener for as long as it lives (its sockets and timers
+        hold it, and a pooled one may serve other managers), so the listener reaches the manager
+        through its anchor and the server through a weak reference: holding either strongly
+        would keep a manager the user dropped, and its connections, alive for ever. Once the
+        manager (or a removed server) is gone, the listener unsubscribes itself at the next
+        status change, so a long-lived pooled engine does not pile up dead ones."""
+        anchor = self._anchor
+        entry = weakref.ref(server)
+        undo: list[Callable[[], None]] = []
+
+        def on_status(status: ConnectionStatus) -> None:
+            manager, it = anchor.manager(), entry()
+            if manager is None or it is None:
+                while undo:
+                    undo.pop()()
+                return
+            manager._slot_changed(it, slot, status)
+
+        undo.append(client.on_status_change(on_status))
 
     def _slot_changed(self, server: _Server, slot: int, status: ConnectionStatus) -> None:
         """One connection of ``server`` changed status: feed its breaker, tell the callbacks
@@ -345,12 +391,28 @@ class WsManager:
         self._cancel_timer(server)
         if state is BreakerState.OPEN and not server.removed:
             delay = server.breaker.retry_in(self._now())
-            server.timer = self._call_later(delay, lambda: self._half_open_due(server))
+            self._arm_half_open(server, delay)
         for callback in list(self._breaker_callbacks):
             try:
                 callback(server.url, state)
             except Exception as exc:
                 logger.error("%s: a breaker callback raised %s: %s", server.url, type(exc).__name__, exc, exc_info=exc)
+
+    def _arm_half_open(self, server: _Server, delay: float) -> None:
+        """The timer that moves an open breaker to half-open. It holds the manager and the
+        server weakly (a platform timer must not keep a dropped manager alive until
+        ``reset_timeout``), and the finalizer cancels it."""
+        ref, entry, timers = weakref.ref(self), weakref.ref(server), self._timers
+
+        def due() -> None:
+            timers.discard(cancel)
+            manager, it = ref(), entry()
+            if manager is not None and it is not None and it.timer is cancel:
+                manager._half_open_due(it)
+
+        cancel = self._call_later(delay, due)
+        server.timer = cancel
+        timers.add(cancel)
 
     def _half_open_due(self, server: _Server) -> None:
         server.timer = None
@@ -364,10 +426,10 @@ class WsManager:
 
         return current_platform().call_later(delay, callback)
 
-    @staticmethod
-    def _cancel_timer(server: _Server) -> None:
+    def _cancel_timer(self, server: _Server) -> None:
         cancel, server.timer = server.timer, None
         if cancel is not None:
+            self._timers.discard(cancel)
             cancel()
 
     def _poll(self, server: _Server, now: float) -> CircuitBreaker:
@@ -380,14 +442,9 @@ class WsManager:
 
     def on_breaker_change(self, callback: BreakerCallback) -> Callable[[], None]:
         """Call ``callback(url, state)`` whenever a server's breaker opens, half-opens or
-        closes; returns an unsubscribe function."""
-        self._breaker_callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._breaker_callbacks:
-                self._breaker_callbacks.remove(callback)
-
-        return unsubscribe
+        closes; returns an unsubscribe function. While a callback is registered the manager is
+        not garbage-collected (someone listens to it)."""
+        return _subscribe(self._breaker_callbacks, callback, self._anchor)
 
     def breaker_state(self, url: str) -> BreakerState:
         """The breaker of ``url`` now (``closed``, ``open`` or ``half-open``)."""
@@ -739,14 +796,10 @@ class WsManager:
 
     def on_status_change(self, callback: StatusCallback) -> Callable[[], None]:
         """Call ``callback(url, status)`` whenever a server's status changes, for the servers
-        there now and those added later; returns an unsubscribe function."""
-        self._status_callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._status_callbacks:
-                self._status_callbacks.remove(callback)
-
-        return unsubscribe
+        there now and those added later; returns an unsubscribe function. While a callback is
+        registered the manager is not garbage-collected (someone listens to it): unsubscribe,
+        or ``disconnect_all()``, to let it go."""
+        return _subscribe(self._status_callbacks, callback, self._anchor)
 
     async def disconnect(self, url: str) -> None:
         """Close every connection to ``url`` (the server stays in the manager, closed)."""
@@ -767,6 +820,28 @@ class WsManager:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.disconnect_all()
+
+
+def _subscribe(callbacks: list[Any], callback: Any, anchor: _Anchor) -> Callable[[], None]:
+    """Register a user callback. While one is registered the engines hold the manager strongly
+    (someone listens to it: it must not be collected, and its connections closed, from under
+    them); unsubscribing the last makes it collectable again. The unsubscribe function holds
+    the manager only through the anchor, so keeping a spent one keeps nothing alive."""
+    callbacks.append(callback)
+    anchor.hold()
+
+    def unsubscribe() -> None:
+        if callback in callbacks:
+            callbacks.remove(callback)
+            anchor.hold()
+
+    return unsubscribe
+
+
+def _cancel_all(timers: set[Callable[[], None]]) -> None:
+    """A manager was collected: cancel its half-open timers (they would only find it gone)."""
+    while timers:
+        timers.pop()()
 
 
 def _merged(parts: list[Metrics]) -> Metrics:

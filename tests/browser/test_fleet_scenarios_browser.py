@@ -79,3 +79,39 @@ await fleet_scenarios.SCENARIOS[{name!r}](fleet_env.FleetBrowserEnv(cfg["key"], 
         )
     finally:
         fleet_pool.ensure_running()
+
+
+#: The garbage-collection scenario once more, with Pyodide's own accounting around it: every
+#: socket proxy, timer and traced PyProxy it made is gone afterwards, the collected managers'
+#: included (their sockets were closed by the clients' finalizers, not by disconnect()).
+COLLECTED = """
+import asyncio, gc, json, pyodide_js, fleet_scenarios, fleet_env
+from circle_ws_web.transports import browser as bt
+api = pyodide_js._module
+cfg = json.loads(ENV)
+gc.collect()
+api.enable_pyproxy_allocation_tracing()
+baseline = {"proxies": bt.live_proxy_count(), "timers": bt.live_timer_count(), "traced": api.pyproxy_alloc_map.size}
+try:
+    await fleet_scenarios.SCENARIOS["unreferenced_managers_are_collected_and_close_their_sockets"](
+        fleet_env.FleetBrowserEnv(cfg["key"], cfg["urls"], cfg["dead"]))
+    for _ in range(40):  # a reference held by a loop callback that has not run yet is no leak
+        gc.collect()
+        if bt.live_proxy_count() == 0 and bt.live_timer_count() == 0:
+            break
+        await asyncio.sleep(0.05)
+    after = {"proxies": bt.live_proxy_count(), "timers": bt.live_timer_count(), "traced": api.pyproxy_alloc_map.size}
+finally:
+    api.disable_pyproxy_allocation_tracing()
+{"baseline": baseline, "after": after}
+"""
+
+
+def test_dropped_managers_are_collected_in_pyodide_and_leave_no_js_proxy(
+    fleet_page: Page, shared_pyodide_page: Page, fleet_pool: FleetPool, run_py: Callable[..., Any]
+) -> None:
+    assert shared_pyodide_page is fleet_page
+    fleet_pool.ensure_running()
+    env = json.dumps({"key": TEST_KEY, "urls": {n: fleet_pool.url(n) for n in NAMES}, "dead": fleet_pool.dead_url()})
+    out = run_py(fleet_page, f"ENV = {env!r}\n" + COLLECTED, timeout=90)
+    assert out["after"] == out["baseline"] == {**out["baseline"], "proxies": 0, "timers": 0}, out

@@ -20,8 +20,10 @@ it into Pyodide's file system and run the very same functions there.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
+import weakref
 from collections import Counter
 
 from circle_ws_web import (
@@ -315,6 +317,80 @@ async def scenario_health_reports_what_the_manager_measured(env):
     assert manager.health()[env.url("b")].rtt_p50 is None
     assert set(manager.metrics()) == {env.url("a"), env.url("b")}
     await manager.disconnect_all()
+
+
+# -- garbage collection ---------------------------------------------------------------------------
+
+
+def unowned(awaitable):
+    """Run ``awaitable`` in a task nobody references (the returned future does not hold it), as
+    Pyodide runs top-level code: only what the library holds keeps it going."""
+    loop = asyncio.get_running_loop()
+    out = loop.create_future()
+
+    def done(task):
+        if task.cancelled():
+            out.cancel()
+        elif task.exception() is not None:
+            out.set_exception(task.exception())
+        else:
+            out.set_result(task.result())
+
+    loop.create_task(awaitable).add_done_callback(done)
+    return out
+
+
+async def until_connections(probe, url, count, what):
+    deadline = time.monotonic() + 10
+    while (seen := await connections_on(probe, url)) != count:
+        assert time.monotonic() < deadline, f"{what}: {url} still has {seen} connections, not {count}"
+        await asyncio.sleep(0.05)
+
+
+async def scenario_unreferenced_managers_are_collected_and_close_their_sockets(env):
+    url_a, url_b = env.url("a"), env.url("b")
+    probe = fleet(env, ("a", {}), ("b", {}), pool=False)  # sockets of its own, to ask the servers
+    await probe.connect()
+    base_a, base_b = await connections_on(probe, url_a), await connections_on(probe, url_b)
+    # Dropped: collected, its own socket closes, the pooled one a live manager shares stays.
+    keeper, dropped = fleet(env, ("a", {})), fleet(env, ("a", {"connections": 2}))
+    await asyncio.gather(keeper.connect(), dropped.connect())
+    assert await connections_on(probe, url_a) == base_a + 2
+    gone = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert gone() is None
+    await until_connections(probe, url_a, base_a + 1, "the dropped manager's own socket")
+    assert (await keeper.execute_script_any(unique(1))).url == url_a  # on the shared socket
+    # In use: a call in flight keeps an unreferenced manager alive until it ends.
+    busy = fleet(env, ("b", {}))
+    await busy.connect()
+    kept = weakref.ref(busy)
+    call = unowned(busy.call(url_b, "test.delay", {"seconds": 0.3, "result": "kept"}))
+    del busy
+    await asyncio.sleep(0)
+    gc.collect()
+    assert kept() is not None
+    assert await call == "kept"
+    gc.collect()
+    assert kept() is None
+    await until_connections(probe, url_b, base_b, "after the busy manager's call ended")
+    # Listened to: a registered status callback keeps it alive and told, until disconnect_all().
+    seen = []
+    listened = fleet(env, ("b", {}))
+    listened.on_status_change(lambda url, status: seen.append(status))
+    await listened.connect()
+    heard = weakref.ref(listened)
+    del listened
+    gc.collect()
+    assert heard() is not None and heard().health()[url_b].connected == 1
+    await heard().disconnect_all()
+    assert seen[-1] is S.CLOSED
+    gc.collect()
+    assert heard() is None
+    await keeper.disconnect_all()
+    await until_connections(probe, url_a, base_a, "after the keeper left")
+    await probe.disconnect_all()
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("scenario_")}
