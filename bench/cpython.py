@@ -274,10 +274,14 @@ def bench_auth(cfg: dict[str, Any], out: Samples) -> None:
     data = nonce.encode()
     prefixed = b"\x19Ethereum Signed Message:\n64" + data
     keys = {b: PrivateKey(servers.TEST_KEY, backend=b) for b in ("coincurve", "ecdsa")}
+    digest = keccak.keccak256(prefixed)
     package = SigningKey.from_secret_exponent(int(servers.TEST_KEY, 16), curve=SECP256k1, hashfunc=hashlib.sha256)
     signs: dict[str, tuple[Callable[[], object], int]] = {
         "coincurve": (lambda: keys["coincurve"].sign_message(nonce), 200),
         "ecdsa": (lambda: keys["ecdsa"].sign_message(nonce), 20),
+        # the same signature without its keccak: k*G, RFC 6979 and the inverse (what is left in
+        # the browser if keccak were free)
+        "ecdsa_digest": (lambda: keys["ecdsa"].sign_digest(digest), 20),
         # the same keccak as the signer (pycryptodome when installed): only the signing differs
         "ecdsa_package": (lambda: package.sign_digest_deterministic(keccak.keccak256(prefixed), hashfunc=hashlib.sha256), 20),
     }
@@ -298,6 +302,24 @@ def bench_auth(cfg: dict[str, Any], out: Samples) -> None:
                 h(data)
             out[f"auth.keccak.{name}"].append((time.perf_counter() - t0) * 1000 / n)
     out["auth.backend.native_keccak"] = [1.0 if keccak.KECCAK_BACKEND != "pure" else 0.0]
+    _table_builds(cfg["reps"], out, "auth")
+
+
+def _table_builds(reps: int, out: Samples, prefix: str) -> None:
+    """The pure signer's table build (ms), once per repetition: w=7 is what a first signature
+    builds, w=8 what a memory snapshot holds. The table in use is put back afterwards."""
+    from circle_ws_web import auth
+
+    kept = auth._TABLE
+    try:
+        for rep in range(reps):
+            for window in (7, 8) if rep % 2 == 0 else (8, 7):
+                auth._TABLE = None
+                t0 = time.perf_counter()
+                auth.precompute(window)
+                out[f"{prefix}.table_build.w{window}"].append((time.perf_counter() - t0) * 1000)
+    finally:
+        auth._TABLE = kept
 
 
 async def _workload(ping_url: str, auth_url: str, calls: int, cycles: int) -> None:

@@ -142,7 +142,9 @@ async def memory(ping_url: str, auth_url: str, key: str, calls: int, cycles: int
 
 def auth_costs(key: str, reps: int) -> dict[str, list[float]]:
     """Per-operation times (ms) of signing and keccak256, next to the same EIP-191 signature by
-    the ecdsa package (``sign_digest_deterministic`` + the pure keccak), taken in turns."""
+    the ecdsa package (``sign_digest_deterministic`` + the pure keccak), taken in turns; the
+    signature without its keccak (k*G, RFC 6979, the inverse: the profile's other half); and
+    the signer table's build, w=7 (a first signature without a snapshot) and w=8 (the snapshot's)."""
     import hashlib
 
     from ecdsa import SECP256k1, SigningKey
@@ -154,12 +156,17 @@ def auth_costs(key: str, reps: int) -> dict[str, list[float]]:
     nonce = "a" * 64
     data = nonce.encode()
     prefixed = b"\x19Ethereum Signed Message:\n64" + data
+    digest = keccak.keccak256_pure(prefixed)
 
     def with_package() -> None:
         package.sign_digest_deterministic(keccak.keccak256_pure(prefixed), hashfunc=hashlib.sha256)
 
-    sides = {"sign_ecdsa": lambda: signer.sign_message(nonce), "sign_ecdsa_package": with_package}
-    out: dict[str, list[float]] = {"sign_ecdsa": [], "sign_ecdsa_package": [], "keccak_pure": []}
+    sides = {
+        "sign_ecdsa": lambda: signer.sign_message(nonce),
+        "sign_ecdsa_package": with_package,
+        "sign_digest_ecdsa": lambda: signer.sign_digest(digest),
+    }
+    out: dict[str, list[float]] = {name: [] for name in (*sides, "keccak_pure", "table_build_w7", "table_build_w8")}
     for fn in sides.values():  # warm-up (the package builds its own table on first use)
         fn()
     for rep in range(reps):
@@ -173,6 +180,16 @@ def auth_costs(key: str, reps: int) -> dict[str, list[float]]:
         for _ in range(100):
             keccak.keccak256_pure(data)
         out["keccak_pure"].append(_ms(t0) / 100)
+    kept = auth._TABLE  # the page's own table goes back afterwards (the memory figures follow)
+    try:
+        for rep in range(reps):
+            for window in (7, 8) if rep % 2 == 0 else (8, 7):
+                auth._TABLE = None
+                t0 = time.perf_counter()
+                auth.precompute(window)
+                out[f"table_build_w{window}"].append(_ms(t0))
+    finally:
+        auth._TABLE = kept
     return out
 
 
