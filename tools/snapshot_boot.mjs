@@ -17,8 +17,8 @@
 // six); webroot: the web root's manifest (webroot.json) or a promise of it, when the page
 // fetches it anyway; wheelURL may be a promise too; loadPyodide: more loadPyodide options
 // (stdout, stderr, ...). `timings` has the steps, `*_at_ms` since navigation start
-// (manifests_at, module_start_at, wasm_ready_at, heap_fetched_at, fs_ready_at, restored_at,
-// ready_at). A snapshot that cannot be
+// (manifests_at, module_start_at, wasm_ready_at, heap_arrived_at, heap_received_at,
+// fs_ready_at, restored_at, ready_at). A snapshot that cannot be
 // used (none made, made for another wheel or Pyodide build, a failed fetch) is reported in
 // `snapshotSkipped` and the page boots the ordinary way: a snapshot only ever saves time.
 //
@@ -73,12 +73,75 @@ function unpackHeap(file, heap) {
   pos += headerBytes;
   const index = new Uint32Array(file.buffer, file.byteOffset + pos, count);
   pos += count * 4;
-  for (let i = 0; i < count; i++) {
-    const dst = headerBytes + index[i] * page;
-    heap.set(file.subarray(pos, pos + page), dst);
-    pos += page;
+  for (let i = 0; i < count; ) {
+    let j = i + 1; // consecutive pages: one copy
+    while (j < count && index[j] === index[j - 1] + 1) j++;
+    const bytes = (j - i) * page;
+    heap.set(file.subarray(pos, pos + bytes), headerBytes + index[i] * page);
+    pos += bytes;
+    i = j;
   }
   if (pos !== file.byteLength) throw new Error("the snapshot file is truncated or corrupt");
+}
+
+/**
+ * The heap, fetched and unpacked in a worker: the main thread is busy meanwhile (Pyodide's JS
+ * module and wasm linking), and a body read there arrives only as fast as the main thread
+ * gets to it (15 MB took a second in the benchmark; the wasm, streamed to the compiler, did
+ * not wait). Resolves to {heap, arrivedAt, unpackedAt} (ms since this page's navigation).
+ * Without workers (a page whose CSP forbids blob: workers), the same on the main thread.
+ */
+function fetchHeap(url, size) {
+  const onMain = async () => {
+    const file = new Uint8Array(await (await fetchOk(url, "snapshot")).arrayBuffer());
+    const arrivedAt = at();
+    const heap = new Uint8Array(size);
+    unpackHeap(file, heap);
+    return { heap, arrivedAt, unpackedAt: at(), worker: false };
+  };
+  const source = `"use strict";
+const SPARSE_MAGIC = ${SPARSE_MAGIC};
+${unpackHeap.toString()}
+const stamp = () => performance.timeOrigin + performance.now();
+onmessage = async ({ data: { url, size } }) => {
+  try {
+    const resp = await fetch(url, { cache: "no-cache" });
+    if (!resp.ok) throw new Error("snapshot " + url + ": HTTP " + resp.status);
+    const file = new Uint8Array(await resp.arrayBuffer());
+    const arrived = stamp();
+    const heap = new Uint8Array(size);
+    unpackHeap(file, heap);
+    postMessage({ heap, arrived, unpacked: stamp() }, [heap.buffer]);
+  } catch (err) {
+    postMessage({ error: String(err && err.message ? err.message : err) });
+  }
+};`;
+  let worker;
+  const blobURL = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+  try {
+    worker = new Worker(blobURL);
+  } catch (err) {
+    URL.revokeObjectURL(blobURL);
+    return onMain();
+  }
+  const local = (epoch) => Math.round((epoch - performance.timeOrigin) * 100) / 100;
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      worker.terminate();
+      URL.revokeObjectURL(blobURL);
+    };
+    worker.onmessage = ({ data }) => {
+      done();
+      if (data.error) reject(new Error(data.error));
+      else resolve({ heap: data.heap, arrivedAt: local(data.arrived), unpackedAt: local(data.unpacked), worker: true });
+    };
+    worker.onerror = (event) => {
+      event.preventDefault(); // not a page error: the main thread does it instead
+      done();
+      onMain().then(resolve, reject);
+    };
+    worker.postMessage({ url, size });
+  });
 }
 
 /** Restore Python's state from the snapshot; a fresh random seed (the snapshot's is shared). */
@@ -113,11 +176,12 @@ function defineFunctions(sources) {
  */
 async function restore(loadPyodide, asm, options, indexURL, snap, started, timings) {
   const heap = new Uint8Array(snap.heap_bytes);
-  let fill = started.heap.then(async (resp) => {
-    const file = new Uint8Array(await resp.arrayBuffer());
-    timings.heap_fetched_at_ms = at();
-    unpackHeap(file, heap);
-    timings.heap_unpacked_at_ms = at();
+  const fill = started.heap.then((got) => {
+    timings.heap_arrived_at_ms = got.arrivedAt;
+    timings.heap_unpacked_at_ms = got.unpackedAt;
+    timings.heap_received_at_ms = at(); // on the main thread
+    timings.heap_in_worker = got.worker;
+    heap.set(got.heap);
   });
   fill.catch(() => {});
   defineFunctions(snap.js_functions || []);
@@ -188,7 +252,7 @@ export async function bootPyodide({
           timings.manifests_at_ms = at();
           const base = new URL(".", snapURL).href;
           const started = {
-            heap: fetchOk(base + snap.snapshot, "snapshot"),
+            heap: fetchHeap(base + snap.snapshot, snap.heap_bytes),
             site: fetchOk(base + snap.site_zip, "snapshot's packages"),
           };
           started.heap.catch(() => {}); // awaited in the restore; no unhandled rejection meanwhile
