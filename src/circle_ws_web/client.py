@@ -66,6 +66,13 @@ StatusCallback = Callable[[ConnectionStatus], None]
 CLOSE_WAIT = 3.0
 
 
+_future_set_result = asyncio.Future.set_result  # the C methods, called without super()
+_future_set_exception = asyncio.Future.set_exception
+_future_cancel = asyncio.Future.cancel
+_current_task = asyncio.current_task
+_get_running_loop = asyncio._get_running_loop
+
+
 class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
     """The future of one call; an answer can resume its waiter at once (:meth:`resolve_now`).
 
@@ -75,55 +82,81 @@ class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
     task, so the waiting task can be stepped right there, as a JS promise would resume its
     ``await``. Inside a running task (CPython's reader task) that is not allowed, and it falls
     back to ``call_soon``; errors, timeouts and cancellation always go the usual way.
+
+    The callbacks are kept here, not in the C future (whose callbacks only ``call_soon``
+    reaches). The usual future has one, the task awaiting it: ``_first`` holds it, ``_more``
+    any others. No ``__init__`` of its own: the C one runs alone (one call less per call).
     """
 
-    __slots__ = ("_waiters",)
-
-    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self._waiters: list[tuple[Callable[[Any], object], contextvars.Context]] = []
+    _first: tuple[Callable[[Any], object], contextvars.Context] | None = None
+    _more: list[tuple[Callable[[Any], object], contextvars.Context]] | None = None
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None) -> None:
         if context is None:
             context = contextvars.copy_context()
         if self.done():
             self.get_loop().call_soon(fn, self, context=context)
+        elif self._first is None:
+            self._first = (fn, context)
+        elif self._more is None:
+            self._more = [(fn, context)]
         else:
-            self._waiters.append((fn, context))
+            self._more.append((fn, context))
 
     def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
-        before = len(self._waiters)
-        self._waiters = [w for w in self._waiters if w[0] != fn]
-        return before - len(self._waiters)
+        removed = 0
+        if self._first is not None and self._first[0] == fn:
+            self._first = None
+            removed = 1
+        if self._more:
+            before = len(self._more)
+            self._more = [w for w in self._more if w[0] != fn]
+            removed += before - len(self._more)
+        return removed
 
     def set_result(self, result: Any) -> None:
-        super().set_result(result)
+        _future_set_result(self, result)
         self._schedule()
 
     def set_exception(self, exception: BaseException | type[BaseException]) -> None:
-        super().set_exception(exception)
+        _future_set_exception(self, exception)
         self._schedule()
 
     def cancel(self, msg: Any = None) -> bool:
-        if not super().cancel(msg):
+        if not _future_cancel(self, msg):
             return False
         self._schedule()
         return True
 
+    def _take(self) -> list[tuple[Callable[[Any], object], contextvars.Context]]:
+        first, more = self._first, self._more
+        self._first = self._more = None
+        out = [] if first is None else [first]
+        if more:
+            out.extend(more)
+        return out
+
     def _schedule(self) -> None:
-        waiters, self._waiters = self._waiters, []
         call_soon = self.get_loop().call_soon
-        for fn, context in waiters:
+        for fn, context in self._take():
             call_soon(fn, self, context=context)
 
     def resolve_now(self, result: Any) -> None:
         """``set_result``, and run the waiters right here unless a task is running."""
-        super().set_result(result)
+        _future_set_result(self, result)
+        first = self._first
+        if first is None and self._more is None:
+            return
         loop = self.get_loop()
-        if asyncio.current_task(loop) is not None:
+        if _current_task(loop) is not None:
             self._schedule()
             return
-        waiters, self._waiters = self._waiters, []
+        waiters: list[tuple[Callable[[Any], object], contextvars.Context]]
+        if first is not None and self._more is None:  # the usual case: one task waits
+            self._first = None
+            waiters = [first]
+        else:
+            waiters = self._take()
         for fn, context in waiters:
             try:
                 context.run(fn, self)
@@ -131,7 +164,6 @@ class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
                 raise
             except BaseException as exc:  # what Handle._run does with a failing callback
                 loop.call_exception_handler({"message": "exception resuming a call's waiter", "exception": exc})
-
 
 
 class _PlatformClock:
@@ -142,9 +174,8 @@ class _PlatformClock:
     def __init__(self, call_later: CallLater) -> None:
         self.call_later = call_later
 
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()
+    #: The builtin itself, not a function calling it: read twice per call.
+    now = staticmethod(time.monotonic)
 
 
 class _Socket:
@@ -729,7 +760,10 @@ class CircleWsClient:
             raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         if self._closed:
             raise ClientClosedError(f"client for {engine.url} is closed")
-        waiter = _CallFuture(loop=engine.bind_loop())
+        loop = engine.loop
+        if loop is None or _get_running_loop() is not loop:
+            loop = engine.bind_loop()  # binds, or raises for another loop / no running loop
+        waiter = _CallFuture(loop=loop)
         call_id = engine.machine.send_call(engine.now(), method, params, timeout, waiter)
         engine.flush()
         calls = self._calls

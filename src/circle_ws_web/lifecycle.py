@@ -254,6 +254,11 @@ class FailCall(NamedTuple):
     error: CircleWsClientError
 
 
+#: ``_make(Send, (sid, text))`` is ``Send(sid, text)`` without the NamedTuple's Python
+#: ``__new__``: the two actions of every call (Send, ResolveCall) are built this way.
+_make = tuple.__new__
+
+
 class ConnectDone(NamedTuple):
     """The attempt these ``connect()`` callers waited for ended: ``error`` None means connected."""
 
@@ -558,8 +563,14 @@ class Lifecycle:
             call_id, frame = self.codec.request(method, params)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"params of {method!r} are not JSON-serializable: {exc}") from None
-        self._track(call_id, waiter, now, method, timeout)
-        self.actions.append(Send(self.sid, frame))  # type: ignore[arg-type]  # connected: sid set
+        # _track, inline: this is every call's path
+        deadline = now + timeout
+        self.pending.add(call_id, (waiter, now, method, timeout), deadline)
+        self.metrics.calls += 1
+        armed = self._timers.get(Timer.CALLS)
+        if armed is None or deadline < armed:
+            self._set_timer(Timer.CALLS, deadline, now)
+        self.actions.append(_make(Send, (self.sid, frame)))
         return call_id
 
     def cancel_call(self, call_id: str) -> None:
@@ -617,7 +628,7 @@ class Lifecycle:
             if waiter is _AUTH:
                 self._auth_step(now, msg.result)
             elif waiter is not _PING:
-                self.actions.append(ResolveCall(waiter, msg.result))
+                self.actions.append(_make(ResolveCall, (waiter, msg.result)))
         elif isinstance(msg, ErrorResponse):
             entry = self.pending.pop(msg.id) if msg.id is not None else None
             if entry is None:

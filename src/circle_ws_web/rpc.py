@@ -94,6 +94,8 @@ _new = object.__new__
 _set_id = vars(Response)["id"].__set__  # the slots' own descriptors
 _set_result = vars(Response)["result"].__set__
 
+_heappush = heapq.heappush
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 #: Deeper nesting than any JSON-RPC message needs; a frame nested deeper is a bad frame, the
@@ -329,11 +331,12 @@ class PendingCalls(Generic[W]):
         return call_id in self._waiters
 
     def add(self, call_id: str, waiter: W, deadline: float) -> None:
-        if call_id in self._waiters:
+        waiters, heap = self._waiters, self._heap
+        if call_id in waiters:
             raise KeyError(f"call id {call_id!r} is already pending")
-        self._waiters[call_id] = (waiter, deadline)
-        heapq.heappush(self._heap, (deadline, call_id))
-        if len(self._heap) > 64 and len(self._heap) > 4 * len(self._waiters):
+        waiters[call_id] = (waiter, deadline)
+        _heappush(heap, (deadline, call_id))
+        if len(heap) > 64 and len(heap) > 4 * len(waiters):
             self._compact()
 
     def pop(self, call_id: str) -> W | None:

@@ -70,6 +70,7 @@ _attach = run_js(
         ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
         report(3, e.reason, e.code);
       };
+      return (text) => ws.send(text);
     }
     """
 )
@@ -227,13 +228,16 @@ class BrowserTransport:
     """Implements the core's transport interface over ``new WebSocket(url)``."""
 
     __slots__ = (
-        "_events", "_url", "_ws", "_proxy", "_open", "_close_requested", "_state", "__weakref__"
+        "_events", "_url", "_ws", "_send", "_proxy", "_open", "_close_requested", "_state", "__weakref__"
     )
 
     def __init__(self, url: str, events: TransportEvents, options: TransportOptions) -> None:
         self._events = events
         self._url = url
         self._ws: Any = None
+        #: ``(text) => ws.send(text)``, made by the adapter: calling it costs one FFI crossing,
+        #: where ``self._ws.send(text)`` first makes (and frees) a proxy of the bound method.
+        self._send: Any = None
         self._proxy: Any = None
         self._open = False
         self._close_requested = False
@@ -263,7 +267,7 @@ class BrowserTransport:
         _sockets += 1
         self._proxy = create_proxy(self._report)
         _live += 1
-        _attach(self._ws, self._proxy)
+        self._send = _attach(self._ws, self._proxy)
         self._state = CONNECTING
         _opening += 1
 
@@ -302,7 +306,7 @@ class BrowserTransport:
             events.on_error("the browser reported a WebSocket error")
         else:
             self._open = False
-            self._ws = None
+            self._ws = self._send = None
             self._release()
             _sockets -= 1
             self._connected_or_failed()
@@ -323,7 +327,7 @@ class BrowserTransport:
         if _freed_proxy is None:
             _freed_proxy = create_proxy(_socket_freed)
         _detached += 1
-        ws, self._ws = self._ws, None
+        ws, self._ws, self._send = self._ws, None, None
         _detach(ws, _freed_proxy)
         self._release()
         self._connected_or_failed()  # gives up the connecting slot; the socket slot stays taken
@@ -332,7 +336,7 @@ class BrowserTransport:
     def send(self, text: str) -> None:
         if self._open:
             try:
-                self._ws.send(text)
+                self._send(text)
             except JsException as exc:
                 logger.warning("WebSocket send failed: %s", exc)
 
