@@ -126,8 +126,9 @@ def live_view(manager: _Subscribable) -> Any:
     """Show ``manager``'s table in the notebook and redraw it in place on every status change.
 
     Returns IPython's ``DisplayHandle``. The view stops following the manager once every
-    client is closed (``disconnect_all()``, or the sync manager's ``close()``); it holds the
-    manager weakly, so it never keeps a manager (and its connections) alive.
+    client is closed (``disconnect_all()``, or the sync manager's ``close()``). Like any status
+    callback, it keeps the manager alive until then (a view of a collected manager would
+    freeze): close the manager to let it go.
     """
     try:
         from IPython.display import HTML, display
