@@ -32,25 +32,24 @@ WEBROOT = Path(os.environ.get("CIRCLE_BENCH_WEBROOT") or ROOT / ".cache" / "benc
 
 
 @functools.cache
+def _tool(name: str) -> ModuleType:
+    """tools/<name>.py, imported once (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def webroot_module() -> ModuleType:
-    """tools/webroot.py, imported once (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("_bench_webroot", ROOT / "tools" / "webroot.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """tools/webroot.py: prepares the offline Pyodide web root."""
+    return _tool("webroot")
 
 
-@functools.cache
 def snapshot_module() -> ModuleType:
-    """tools/snapshot.py, imported once (it makes and installs memory snapshots)."""
-    spec = importlib.util.spec_from_file_location("_bench_snapshot", ROOT / "tools" / "snapshot.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """tools/snapshot.py: makes and installs memory snapshots."""
+    return _tool("snapshot")
 
 
 def build_wheel(outdir: Path) -> Path:

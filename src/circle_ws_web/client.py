@@ -84,35 +84,26 @@ class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
     back to ``call_soon``; errors, timeouts and cancellation always go the usual way.
 
     The callbacks are kept here, not in the C future (whose callbacks only ``call_soon``
-    reaches). The usual future has one, the task awaiting it: ``_first`` holds it, ``_more``
-    any others. No ``__init__`` of its own: the C one runs alone (one call less per call).
+    reaches). No ``__init__`` of its own: the C one runs alone (one call less per call), and the
+    list of callbacks is made by the first one (the task awaiting the call).
     """
 
-    _first: tuple[Callable[[Any], object], contextvars.Context] | None = None
-    _more: list[tuple[Callable[[Any], object], contextvars.Context]] | None = None
+    _waiters: list[tuple[Callable[[Any], object], contextvars.Context]] | None = None
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None) -> None:
         if context is None:
             context = contextvars.copy_context()
         if self.done():
             self.get_loop().call_soon(fn, self, context=context)
-        elif self._first is None:
-            self._first = (fn, context)
-        elif self._more is None:
-            self._more = [(fn, context)]
+        elif self._waiters is None:
+            self._waiters = [(fn, context)]
         else:
-            self._more.append((fn, context))
+            self._waiters.append((fn, context))
 
     def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
-        removed = 0
-        if self._first is not None and self._first[0] == fn:
-            self._first = None
-            removed = 1
-        if self._more:
-            before = len(self._more)
-            self._more = [w for w in self._more if w[0] != fn]
-            removed += before - len(self._more)
-        return removed
+        before = self._waiters or []
+        self._waiters = [w for w in before if w[0] != fn]
+        return len(before) - len(self._waiters)
 
     def set_result(self, result: Any) -> None:
         _future_set_result(self, result)
@@ -128,36 +119,22 @@ class _CallFuture(asyncio.Future):  # type: ignore[type-arg]
         self._schedule()
         return True
 
-    def _take(self) -> list[tuple[Callable[[Any], object], contextvars.Context]]:
-        first, more = self._first, self._more
-        self._first = self._more = None
-        out = [] if first is None else [first]
-        if more:
-            out.extend(more)
-        return out
-
     def _schedule(self) -> None:
-        call_soon = self.get_loop().call_soon
-        for fn, context in self._take():
-            call_soon(fn, self, context=context)
+        waiters, self._waiters = self._waiters, None
+        if waiters:
+            call_soon = self.get_loop().call_soon
+            for fn, context in waiters:
+                call_soon(fn, self, context=context)
 
     def resolve_now(self, result: Any) -> None:
         """``set_result``, and run the waiters right here unless a task is running."""
         _future_set_result(self, result)
-        first = self._first
-        if first is None and self._more is None:
-            return
         loop = self.get_loop()
         if _current_task(loop) is not None:
             self._schedule()
             return
-        waiters: list[tuple[Callable[[Any], object], contextvars.Context]]
-        if first is not None and self._more is None:  # the usual case: one task waits
-            self._first = None
-            waiters = [first]
-        else:
-            waiters = self._take()
-        for fn, context in waiters:
+        waiters, self._waiters = self._waiters, None
+        for fn, context in waiters or ():
             try:
                 context.run(fn, self)
             except (SystemExit, KeyboardInterrupt):
