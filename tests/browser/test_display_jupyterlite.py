@@ -103,7 +103,7 @@ def run_all(page: Page, first_code: int) -> None:
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         try:
             page.wait_for_function(
-                f"() => /\\[[*\\d]+\\]/.test(document.querySelector('{prompt}')?.innerText ?? '')", timeout=5_000
+                f"() => /\\[[*\\d]+\\]/.test(document.querySelector('{prompt}')?.textContent ?? '')", timeout=5_000
             )
             return
         except PlaywrightTimeoutError:

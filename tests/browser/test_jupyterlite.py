@@ -121,7 +121,7 @@ def cell(page: Page, index: int) -> Locator:
 _PROMPT_JS = """(index) => {
     const p = document.querySelector(
         `.jp-Notebook .jp-Cell[data-windowed-list-index="${index}"] .jp-InputPrompt`);
-    return p ? p.innerText.trim() : null;
+    return p ? p.textContent.trim() : null;
 }"""
 
 
@@ -175,7 +175,7 @@ def literal_output(page: Page, index: int) -> Any:
 
 
 _EXEC_COUNTS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell')).map(
-    (c) => [Number(c.dataset.windowedListIndex), c.querySelector('.jp-InputPrompt')?.innerText.trim() ?? null])"""
+    (c) => [Number(c.dataset.windowedListIndex), c.querySelector('.jp-InputPrompt')?.textContent.trim() ?? null])"""
 
 
 def execution_prompts(page: Page) -> dict[int, str | None]:
@@ -203,16 +203,18 @@ def run_all_cells(page: Page) -> None:
 
 def wait_cell_done(page: Page, index: int, timeout_ms: int) -> int:
     """Wait until code cell `index` shows an execution count; return it."""
-    try:
-        page.wait_for_function(
-            f"(i) => /^\\[\\d+\\]:?$/.test(({_PROMPT_JS})(i) ?? '')", arg=index, timeout=timeout_ms
+    try:  # the predicate returns the prompt it matched: reading it again later races the
+        # notebook's windowing, which may have unmounted the cell in between
+        done = page.wait_for_function(
+            f"(i) => {{ const t = ({_PROMPT_JS})(i) ?? ''; return /^\\[\\d+\\]:?$/.test(t) && t; }}",
+            arg=index, timeout=timeout_ms,
         )
     except PlaywrightTimeoutError:
         raise AssertionError(
             f"cell {index} did not run within {timeout_ms / 1000:g} s (prompts {execution_prompts(page)});"
             f" output so far:\n{output_text(page, index)}"
         ) from None
-    return int(re.sub(r"\D", "", prompt_text(page, index) or ""))
+    return int(re.sub(r"\D", "", done.json_value()))
 
 
 def uncomment_cell(page: Page, index: int) -> str:
