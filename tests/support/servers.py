@@ -4,6 +4,7 @@ and restarted on the same port (a restart is a real process kill, as in producti
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,39 @@ TEST_KEY = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_handed_out: set[int] = set()
+_ports = random.Random(os.getpid() ^ time.time_ns())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, outside the kernel's ephemeral range.
+
+    Why not bind port 0: that port comes from the ephemeral range, and once released any
+    outgoing connection on the machine (a client's own end of a socket) may take it as its
+    local port and hold it for minutes: a server restarted on it then finds it in use.
+    """
+    low, high = (10_000, _EPHEMERAL[0] - 1) if _EPHEMERAL[0] > 11_000 else (_EPHEMERAL[1] + 1, 65_535)
+    for _ in range(1_000):
+        port = _ports.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 class ServerProcess:
