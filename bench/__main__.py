@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--out DIR] [--only NAMES]``: run the benchmarks, write the report.
+"""``python -m bench [--quick | --smoke] [--out DIR] [--only NAMES]``: run the benchmarks, write the report.
 
 Runs the CPython benchmarks in a subprocess (bench/cpython.py), then the browser ones
 (bench/browser_suite.py), and writes ``latest.json``, ``latest.md`` and ``latest.png`` to
@@ -44,6 +44,24 @@ PROFILES: dict[str, dict[str, Any]] = {
         "routes": ["snapshot", "micropip"],  # bench/browser_suite.py ROUTES: the new and the usual
         "lifecycle_reps": 2,
     },
+    # Every benchmark with the fewest repetitions and calls a report allows (2 of each): for
+    # tests/test_bench_quick.py, which checks that the benchmarks run and the report is whole;
+    # its figures are too few to read.
+    "smoke": {
+        "reps": 2,
+        "sequential": 100,
+        "calls": 500,
+        "inflight": [1, 16, 64, 256],
+        "connect_sizes": [1, 10, 50],
+        "recovery_reps": 2,
+        "recovery_delay": 0.2,
+        "keepalive": [0.3, 0.2],
+        "silence_reps": 2,
+        "memory": [1000, 3, 2],
+        "boots": 4,
+        "routes": ["snapshot", "micropip"],
+        "lifecycle_reps": 2,
+    },
     "full": {
         "reps": 7,
         "sequential": 2000,
@@ -63,7 +81,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and calls (under 2 minutes)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer repetitions and calls (under 2 minutes)")
+    size.add_argument("--smoke", action="store_true", help="2 repetitions, few calls: checks that everything runs")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
     parser.add_argument("--only", default=",".join(NAMES), help=f"comma-separated subset of {','.join(NAMES)}")
     parser.add_argument("--report", type=Path, metavar="JSON",
@@ -79,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = report.write(earlier, args.out)
         _log(f"rebuilt {', '.join(str(p) for p in paths.values())} from {args.report}")
         return 0
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     cfg = {**PROFILES[mode], "only": only}
 
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`python -m bench --quick` runs end to end and writes a well-formed report.
+"""`python -m bench --smoke` (every benchmark, 2 repetitions, few calls) runs end to end and writes a well-formed report.
 
 Why: the benchmarks are only worth something if every figure stands next to a baseline
 measured in the same run, as raw numbers (median of several repetitions, spread shown) and as
@@ -47,10 +47,10 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     out = tmp / "results"
     env = {**os.environ, "CIRCLE_BENCH_WEBROOT": str(tmp / "webroot")}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
-    assert proc.returncode == 0, f"python -m bench --quick failed:\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"python -m bench --smoke failed:\n{proc.stderr[-6000:]}"
     return out, json.loads((out / "latest.json").read_text())
 
 
@@ -58,7 +58,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
 def test_quick_run_writes_json_markdown_and_chart(quick: tuple[Path, dict[str, Any]]) -> None:
     out, report = quick
     md = (out / "latest.md").read_text()
-    assert md.startswith("# circle-ws-web benchmarks (quick)")
+    assert md.startswith("# circle-ws-web benchmarks (smoke)")
     assert "| group | figure | circle-ws-web | baseline | ratio | target | met |" in md
     for r in report["rows"]:
         assert f"| {r['group']} | {r['figure']} |" in md, r["id"]
@@ -74,7 +74,7 @@ def test_report_records_the_machine(quick: tuple[Path, dict[str, Any]]) -> None:
     for key in ("cpu", "cores", "python", "chromium", "pyodide", "pyodide_python", "node", "websockets", "commit"):
         assert m.get(key) not in (None, "", "?"), key
     assert re.fullmatch(r"[0-9a-f]{4,40}(\+dirty)?|unknown", m["commit"]), m["commit"]
-    assert report["mode"] == "quick" and report["duration_s"] > 0
+    assert report["mode"] == "smoke" and report["duration_s"] > 0
 
 
 # --- the commit, in and outside a git checkout -----------------------------------------------
