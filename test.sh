@@ -27,7 +27,35 @@ if [ ! -f "$OLDEST/.requirements.sha" ] || [ "$(cat "$OLDEST/.requirements.sha")
     requirements-dev.txt)
   echo "$oldest_want" > "$OLDEST/.requirements.sha"
 fi
-PYTHONPATH=src "$OLDEST/bin/python" -m pytest -p no:cacheprovider -q tests/test_scenarios.py tests/unit \
-  --ignore=tests/unit/test_rpc_fuzz.py --ignore=tests/unit/test_rpc_hostile.py
+oldest_run() {
+  PYTHONPATH=src "$OLDEST/bin/python" -m pytest -p no:cacheprovider -q tests/test_scenarios.py tests/unit \
+    --ignore=tests/unit/test_rpc_fuzz.py --ignore=tests/unit/test_rpc_hostile.py
+}
 
-exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+if [ $# -gt 0 ]; then  # a chosen subset: one run, as pytest would do it
+  oldest_run
+  exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+fi
+
+# Everything: the browser tests (tests/browser, ~10 minutes, most of it waiting on Pyodide pages
+# and timers) run in a second pytest process alongside the CPython ones, which would otherwise
+# wait for them: the suite takes the browser part's time instead of the sum. Two processes, not
+# pytest-xdist workers: once Playwright's browser is up in a process, pytest-asyncio cannot run
+# there (tests/conftest.py), so the two kinds must never share one. Their output is kept apart:
+# the browser part's goes to a log printed when it is done.
+mkdir -p .cache/test-logs
+browser_log=.cache/test-logs/browser.log
+"$VENV/bin/python" -m pytest -p no:cacheprovider tests/browser >"$browser_log" 2>&1 &
+browser_pid=$!
+trap 'kill "$browser_pid" 2>/dev/null || true' INT TERM
+echo "test.sh: the browser tests run alongside (pid $browser_pid); their output follows at the end ($browser_log)"
+rc_oldest=0 rc_cpython=0 rc_browser=0
+oldest_run || rc_oldest=$?
+"$VENV/bin/python" -m pytest -p no:cacheprovider --ignore=tests/browser || rc_cpython=$?
+wait "$browser_pid" || rc_browser=$?
+echo
+echo "=== browser tests (tests/browser) ==="
+cat "$browser_log"
+echo
+echo "test.sh: websockets $OLDEST_WEBSOCKETS run exit $rc_oldest, CPython tests exit $rc_cpython, browser tests exit $rc_browser"
+[ "$rc_oldest" = 0 ] && [ "$rc_cpython" = 0 ] && [ "$rc_browser" = 0 ]

@@ -329,7 +329,11 @@ def ensure(webroot: Path, *, force: bool = False, cache: Path = CACHE) -> tuple[
         tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".making-"))
         try:
             make(webroot, tmp)
-            os.replace(tmp, entry)
+            try:
+                os.replace(tmp, entry)
+            except OSError:  # another process (a concurrent test run) made the same one first
+                if not all((entry / name).is_file() for name in FILES):
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         how = "made"
