@@ -55,6 +55,11 @@ class AuthFlow:
             raise self._fail(f"fetch_nonce returned no nonce string: {result!r:.100}")
         if len(nonce) > MAX_NONCE_LENGTH:
             raise self._fail(f"fetch_nonce returned a {len(nonce)}-character nonce (max {MAX_NONCE_LENGTH})")
+        if not nonce.isascii():  # the usual nonce: no encoding to check
+            try:  # EIP-191 signs the UTF-8 bytes: a lone surrogate (valid JSON: "\ud800") has none
+                nonce.encode()
+            except UnicodeEncodeError:
+                raise self._fail(f"fetch_nonce returned a nonce that is not valid Unicode: {nonce!r:.100}") from None
         self.state = AuthState.AWAITING_RESULT
         return "authenticate", {"pubkey": self.public_key, "signature": self._sign(nonce)}
 

@@ -476,6 +476,11 @@ def _collected(engine: _Engine) -> None:
         engine.close_now()
 
 
+def _bad_timeout(timeout: object) -> bool:
+    """Not a finite number of seconds > 0 (bool is no number of seconds here)."""
+    return isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf")
+
+
 class CircleWsClient:
     """An autonomous client for one circle server.
 
@@ -642,6 +647,8 @@ class CircleWsClient:
         """Wait until the client is ready for calls; ``NotConnectedError`` after ``timeout``,
         or at once if it is neither connecting nor reconnecting."""
         engine = self._engine
+        if timeout is not None and _bad_timeout(timeout):  # NaN would even corrupt the loop's timers
+            raise ConfigError(f"timeout must be None or a finite number of seconds > 0, got {timeout!r}")
         loop = engine.bind_loop()
         machine = engine.machine
         if self._closed or machine.status is S.CLOSED:
@@ -671,6 +678,10 @@ class CircleWsClient:
             ready.result()
         finally:
             unsubscribe()
+            if ready.done() and not ready.cancelled():
+                ready.exception()  # retrieved: this wait was cancelled as the client closed
+            else:
+                ready.cancel()
 
     async def disconnect(self) -> None:
         """Close the socket, fail calls in flight with ``ClientClosedError``, cancel timers,
@@ -729,11 +740,7 @@ class CircleWsClient:
             raise TypeError(f"method must be a non-empty str, got {method!r}")
         if timeout is None:
             timeout = engine.options.request_timeout
-        elif (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not 0 < timeout < float("inf")
-        ):
+        elif _bad_timeout(timeout):
             raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         if self._closed:
             raise ClientClosedError(f"client for {engine.url} is closed")

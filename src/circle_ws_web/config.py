@@ -48,6 +48,8 @@ def validate_url(url: object) -> str:
         raise ConfigError(f"server URL {text!r} has port 0")
     if any(c.isspace() for c in text):
         raise ConfigError(f"server URL {text!r} contains whitespace")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
+        raise ConfigError(f"server URL {text!r} contains a control character")
     return text
 
 

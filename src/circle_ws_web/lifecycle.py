@@ -62,7 +62,7 @@ from .errors import (
     RequestTimeoutError,
 )
 from .metrics import Metrics
-from .rpc import BadFrame, ErrorResponse, Notification, PendingCalls, Response, RpcCodec
+from .rpc import BadFrame, ErrorResponse, Notification, NotUtf8Error, PendingCalls, Response, RpcCodec
 from .status import ConnectionStatus
 
 __all__ = [
@@ -561,6 +561,8 @@ class Lifecycle:
             raise NotConnectedError(f"{self.url} is not ready (status: {self.status.value})")
         try:
             call_id, frame = self.codec.request(method, params)
+        except NotUtf8Error as exc:
+            raise TypeError(f"{method!r} call: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise TypeError(f"params of {method!r} are not JSON-serializable: {exc}") from None
         # _track, inline: this is every call's path

@@ -10,8 +10,8 @@ once, never raises, and costs time linear in the frame's size whatever the frame
 it runs on the event loop (in the browser, the page's own). What it refuses, as a
 :class:`BadFrame` (with the call's id when it can be found, so only that call fails):
 
-* binary frames, and text frames over ``max_message_size`` characters (the id is looked for in
-  the first and last 256 characters only);
+* binary frames, and text frames over ``max_message_size`` bytes in UTF-8, as they came over
+  the wire (the id is looked for in the first and last 256 characters only);
 * JSON nested deeper than :data:`MAX_NESTING` (checked before decoding, see there);
 * anything that is not RFC 8259 JSON, including ``NaN``, ``Infinity`` and ``-Infinity``, which
   Python's decoder would otherwise accept (the encoder never sends them: ``allow_nan=False``);
@@ -39,6 +39,7 @@ __all__ = [
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",
     "Notification",
+    "NotUtf8Error",
     "PARSE_ERROR",
     "PendingCalls",
     "Response",
@@ -97,6 +98,23 @@ _set_result = vars(Response)["result"].__set__
 _heappush = heapq.heappush
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class NotUtf8Error(ValueError):
+    """Text that has no UTF-8 form (a lone surrogate): it cannot go out in a frame."""
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """A frame goes out as UTF-8; a lone surrogate ("\\ud800" from a file read with
+    ``surrogateescape``, say) has no UTF-8 form: refuse the call at once, naming it, instead of
+    a frame that cannot be sent."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise NotUtf8Error(
+            f"{what} cannot be sent as UTF-8: {text[exc.start:exc.end]!a} is a lone surrogate"
+            " (a browser would silently send U+FFFD in its place)"
+        ) from None
 
 #: Deeper nesting than any JSON-RPC message needs; a frame nested deeper is a bad frame, the
 #: same on every Python and platform. Checked before decoding because the C scanner behind
@@ -204,9 +222,13 @@ class RpcCodec:
         if head is None:
             # Method names are ours or the caller's; encode them as JSON strings too.
             head = f'{{"jsonrpc":"2.0","method":{_dumps(method)},"params":'
+            if not head.isascii():
+                _check_utf8(head, "the method name")
             if len(self._heads) < 64:
                 self._heads[method] = head
         body = "{}" if params is None or (type(params) is dict and not params) else _dumps(params)
+        if not body.isascii():
+            _check_utf8(body, "params")
         return call_id, f'{head}{body},"id":"{call_id}"}}'
 
     def parse(self, frame: str | bytes) -> Incoming:
@@ -217,7 +239,9 @@ class RpcCodec:
         if type(frame) is not str and not isinstance(frame, str):
             return BadFrame(f"binary frame of {len(frame)} bytes (expected a text frame)")
         size = len(frame)
-        if size > self.max_message_size:
+        # UTF-8 takes at most 4 bytes a character: only a frame of more than a quarter of the
+        # limit in characters can be over it in bytes (and only a non-ASCII one is counted).
+        if size > self.max_message_size >> 2 and _over(frame, size, self.max_message_size):
             return _oversized(frame, self.max_message_size)
         try:
             # A frame shorter than MAX_NESTING, or with fewer brackets, cannot nest too deep.
@@ -268,10 +292,16 @@ class RpcCodec:
         return BadFrame(reason, _str_id(msg) if type(msg) is dict else None)
 
 
+def _over(frame: str, size: int, limit: int) -> bool:
+    """Whether ``frame`` (``size`` characters) is over ``limit`` bytes in UTF-8."""
+    return size > limit or (not frame.isascii() and len(frame.encode("utf-8", "surrogatepass")) > limit)
+
+
 def _oversized(frame: str, limit: int) -> BadFrame:
     match = _ID_RE.search(frame[:256] + frame[-256:])
+    size = len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
     return BadFrame(
-        f"frame of {len(frame)} characters exceeds max_message_size={limit}",
+        f"frame of {size} bytes exceeds max_message_size={limit}",
         match.group(1) if match else None,
     )
 

@@ -216,3 +216,49 @@ def test_a_detached_socket_is_closed_when_it_opens_and_gives_its_slot_back(
     pyodide_page.wait_for_timeout(300)  # let the server see the close frames
     assert slow_handshake_server["opened"] == 3, slow_handshake_server
     assert slow_handshake_server["closes"] == [1000, 1000, 1000], slow_handshake_server
+
+
+ON_MESSAGE_BUG = """
+import asyncio, json, logging
+from transport_sink import Sink, TransportOptions, bt
+
+class Buggy(Sink):
+    def on_message(self, data):
+        super().on_message(data)
+        raise RuntimeError("a bug behind on_message")
+
+records = []
+handler = logging.Handler()
+handler.emit = lambda record: records.append(record.getMessage())
+logging.getLogger("circle_ws_web").addHandler(handler)
+try:
+    baseline = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count()}
+    sink = Buggy()
+    t = bt.BrowserTransport(URL, sink, TransportOptions())
+    for _ in range(200):
+        if sink.events:
+            break
+        await asyncio.sleep(0.02)
+    t.send(json.dumps({"jsonrpc": "2.0", "method": "fetch_nonce", "params": {"pubkey": "04" + "ab" * 64}, "id": "1"}))
+    for _ in range(250):
+        if sink.events and sink.events[-1][0] == "close":
+            break
+        await asyncio.sleep(0.02)
+    after = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count()}
+finally:
+    logging.getLogger("circle_ws_web").removeHandler(handler)
+{"baseline": baseline, "after": after, "kinds": [e[0] for e in sink.events], "close": sink.events[-1], "log": records}
+"""
+
+
+def test_an_error_behind_on_message_closes_the_socket_without_a_page_error(
+    shared_pyodide_page: Page, run_py: Callable[..., Any], transport_sink: Callable[[Page], None], servers: Any
+) -> None:
+    """The watched page fails the test on any uncaught page error; the socket must close and
+    give back its proxy."""
+    transport_sink(shared_pyodide_page)
+    out = run_py(shared_pyodide_page, ON_MESSAGE_BUG.replace("URL", repr(servers.url("auth"))))
+    assert out["kinds"] == ["open", "message", "close"], out
+    assert out["close"][1:] == [4000, "internal error"], out
+    assert any("internal error handling a frame" in line for line in out["log"]), out
+    assert out["after"] == out["baseline"], out

@@ -22,7 +22,8 @@ def test_happy_path():
     assert f.state is AuthState.DONE
 
 
-@pytest.mark.parametrize("result", [None, {}, {"nonce": ""}, {"nonce": 5}, "n", {"nonce": "x" * (MAX_NONCE_LENGTH + 1)}])
+@pytest.mark.parametrize("result", [None, {}, {"nonce": ""}, {"nonce": 5}, "n", {"nonce": "x" * (MAX_NONCE_LENGTH + 1)},
+                                    {"nonce": "\ud800"}, {"nonce": "ab\udfffcd"}])
 def test_bad_nonce_fails(result):
     f = flow()
     f.start()
@@ -64,3 +65,9 @@ def test_out_of_order_steps_are_bugs():
         f.start()
     with pytest.raises(RuntimeError):
         f.receive_result({"authenticated": True})
+
+
+def test_a_nonce_beyond_ascii_is_signed_as_utf8():
+    f = flow()
+    f.start()
+    assert f.receive_nonce({"nonce": "nonce-é✓"})[1]["signature"] == "sig(nonce-é✓)"

@@ -45,6 +45,9 @@ def test_builds_a_manager_with_every_url_in_order():
         ("ws://host/#frag", "fragment"),
         ("", "empty"),
         ("ws://ho st", "whitespace"),
+        ("ws://host\x00", "control character"),
+        ("ws://host/pa\x7fth", "control character"),
+        ("ws://host/\x85x", "whitespace"),
         (42, "must be a string"),
     ],
 )

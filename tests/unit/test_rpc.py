@@ -86,6 +86,22 @@ def test_oversized_frame_is_rejected_and_blames_its_call():
     assert isinstance(parse(big, max_message_size=len(big)), Response)
 
 
+def test_max_message_size_counts_utf8_bytes_as_on_the_wire():
+    """900 emoji are 900 characters but 3,600 bytes: over a 1,024-byte limit, as websockets'
+    own max_size (bytes) would have it."""
+    emoji = json.dumps({"jsonrpc": "2.0", "result": {"output": "😀" * 900}, "id": "7"}, ensure_ascii=False)
+    assert len(emoji) < 1024 < len(emoji.encode())
+    out = parse(emoji, max_message_size=1024)
+    assert isinstance(out, BadFrame) and out.id == "7"
+    assert out.reason == f"frame of {len(emoji.encode())} bytes exceeds max_message_size=1024"
+    accents = json.dumps({"jsonrpc": "2.0", "result": {"output": "é" * 400}, "id": "8"}, ensure_ascii=False)
+    assert 1024 // 4 < len(accents) and len(accents.encode()) < 1024
+    assert parse(accents, max_message_size=1024) == Response("8", {"output": "é" * 400})
+    exact = json.dumps({"jsonrpc": "2.0", "result": "é" * 100, "id": "9"}, ensure_ascii=False)
+    assert isinstance(parse(exact, max_message_size=len(exact.encode())), Response)
+    assert isinstance(parse(exact, max_message_size=len(exact.encode()) - 1), BadFrame)
+
+
 def test_pending_calls_pop_and_unknown():
     p: PendingCalls[str] = PendingCalls()
     p.add("1", "a", 10.0)
@@ -150,7 +166,7 @@ def test_hostile_json_is_a_bad_frame(frame):
         ('{"jsonrpc":"2.0","result":1,"id":"7"}\u00a0', "Extra data"),  # not JSON whitespace
         ('\ufeff{"jsonrpc":"2.0","result":1,"id":"7"}', "Expecting value"),  # a BOM is not either
         ('[{"jsonrpc":"2.0","result":1,"id":"8"}]', BadFrame("not a JSON object but list")),
-        ("x" * 2000, BadFrame("frame of 2000 characters exceeds max_message_size=1024")),
+        ("x" * 2000, BadFrame("frame of 2000 bytes exceeds max_message_size=1024")),
     ],
 )
 def test_every_frame_class_on_the_one_parse(frame, expected):

@@ -76,7 +76,7 @@ async def test_an_answer_over_the_hard_limit_drops_the_connection_and_the_client
     await client.connect()
     try:
         slow = asyncio.ensure_future(client.call("slow", {"delay": 0.5, "n": 1}))
-        with pytest.raises(ConnectionLostError):
+        with pytest.raises(ConnectionLostError, match=r"code 1009"):  # message too big, as documented
             await client.call("big", {"size": HARD_LIMIT_FACTOR * LIMIT + 1, "delay": 0.1})
         with pytest.raises(ConnectionLostError):
             await slow  # a drop loses every call in flight

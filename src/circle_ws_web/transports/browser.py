@@ -295,7 +295,12 @@ class BrowserTransport:
         global _sockets
         events = self._events
         if kind == MESSAGE:
-            events.on_message(text)
+            try:
+                events.on_message(text)
+            except Exception:  # a bug behind on_message: no page error, and no socket left behind it
+                logger.error("internal error handling a frame from %s; closing the connection", self._url,
+                             exc_info=True)
+                self.close(4000, "internal error")
         elif kind == OPEN:
             self._open = True
             self._connected_or_failed()

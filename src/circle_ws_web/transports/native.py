@@ -35,6 +35,11 @@ OPEN = State.OPEN
 #: to a few 256 MiB at the default. Beyond it, what is lost is what a drop costs: the calls in flight.
 HARD_LIMIT_FACTOR = 16
 
+#: Seconds a close may take before the socket is dropped: for websockets' closing handshake, and
+#: for a peer that stopped reading, which leaves the writer (and websockets' own close) waiting on
+#: a full socket buffer that never drains.
+CLOSE_TIMEOUT = 2.0
+
 # None ("never pause reading") is accepted from websockets 14.1; before, a high-water mark far
 # above what the reader, which hands each frame to the core at once, ever lets pile up.
 _MAJOR_MINOR = tuple(int(part) for part in _websockets_version.split(".")[:2] if part.isdigit())
@@ -77,6 +82,7 @@ class NativeTransport:
         self._outbox: deque[str] = deque()
         self._wakeup: asyncio.Event = asyncio.Event()
         self._close_request: tuple[int, str] | None = None
+        self._close_deadline: asyncio.TimerHandle | None = None
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def send(self, text: str) -> None:
@@ -104,8 +110,16 @@ class NativeTransport:
         self._close_request = (code, reason)
         self._outbox.clear()
         self._wakeup.set()
-        if self._ws is None:
+        ws = self._ws
+        if ws is None:
             self._task.cancel()  # still opening: abandon the handshake
+        elif not self._task.done():
+            self._close_deadline = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._drop, ws)
+
+    def _drop(self, ws: ClientConnection) -> None:
+        """The close did not finish in time (a peer that reads nothing): drop the socket."""
+        logger.debug("closing %s took over %g s: dropping the socket", self._url, CLOSE_TIMEOUT)
+        ws.transport.abort()
 
     async def _run(self) -> None:
         events = self._events
@@ -131,19 +145,30 @@ class NativeTransport:
                 return
             events.on_open()
             writer = asyncio.get_running_loop().create_task(self._write(ws))
+            failure = None
             try:
                 async for message in ws:
                     events.on_message(message)
             except ConnectionClosed:
                 pass
+            except Exception as exc:  # a bug behind on_message: never leave the socket open behind it
+                logger.error("internal error handling a frame from %s; dropping the connection", self._url,
+                             exc_info=True)
+                failure = f"internal error: {_describe(exc)}"
+                ws.transport.abort()
             finally:
                 writer.cancel()
-            # The protocol's own fields: the connection's close_code/close_reason need websockets 14.1.
-            code = ws.protocol.close_code if ws.protocol.close_code is not None else 1006
-            reason = ws.protocol.close_reason or ""
+            # The protocol's own fields (the connection's close_code/close_reason need websockets
+            # 14.1): the close frame received, else the one sent (1009 for a frame over the hard
+            # limit, which the peer may never answer), else none: 1006.
+            frame = ws.protocol.close_rcvd or ws.protocol.close_sent
+            code = frame.code if frame is not None else 1006
+            reason = failure or (frame.reason if frame is not None else "")
         except asyncio.CancelledError:
             pass
         finally:
+            if self._close_deadline is not None:
+                self._close_deadline.cancel()
             events.on_close(code, reason)
 
     async def _write(self, ws: ClientConnection) -> None:
