@@ -262,3 +262,96 @@ def test_an_error_behind_on_message_closes_the_socket_without_a_page_error(
     assert out["close"][1:] == [4000, "internal error"], out
     assert any("internal error handling a frame" in line for line in out["log"]), out
     assert out["after"] == out["baseline"], out
+
+
+@pytest.fixture
+def deaf_server() -> Iterator[dict[str, Any]]:
+    """A websockets server that stops reading each connection at once (so it never sees the
+    client's close frame) until the test sets ``record["hear"]``; then records the close."""
+    loop = asyncio.new_event_loop()
+    record: dict[str, Any] = {"closes": []}
+    ready = threading.Event()
+    stop = asyncio.Event()
+    hear = asyncio.Event()
+    record["hear"] = lambda: loop.call_soon_threadsafe(hear.set)
+
+    async def handler(ws: Any) -> None:
+        ws.transport.pause_reading()
+        try:
+            await asyncio.wait_for(hear.wait(), 30)
+        except TimeoutError:
+            pass
+        ws.transport.resume_reading()
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            record["closes"].append(ws.close_code)
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            record["url"] = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield record
+    finally:
+        loop.call_soon_threadsafe(hear.set)
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+DEAF_CLOSE = """
+import asyncio
+from transport_sink import Sink, TransportOptions, bt
+baseline = {"proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count(),
+            "detached": bt.detached_socket_count(), "timers": bt.live_timer_count()}
+sink = Sink()
+t = bt.BrowserTransport(URL, sink, TransportOptions())
+for _ in range(250):
+    if sink.events:
+        break
+    await asyncio.sleep(0.02)
+t.close(1000, "done")
+for _ in range(500):  # bounded: Chromium alone would wait about a minute
+    if sink.events[-1][0] == "close":
+        break
+    await asyncio.sleep(0.02)
+closed = {"events": list(sink.events), "proxies": bt.live_proxy_count(), "sockets": bt.live_socket_count(),
+          "detached": bt.detached_socket_count(), "timers": bt.live_timer_count()}
+{"baseline": baseline, "closed": closed}
+"""
+
+DEAF_HEARS = """
+import asyncio
+from circle_ws_web.transports import browser as bt
+for _ in range(250):
+    if bt.detached_socket_count() == BASE:
+        break
+    await asyncio.sleep(0.02)
+{"detached": bt.detached_socket_count(), "sockets": bt.live_socket_count(), "shared_proxy": bt._freed_proxy is not None}
+"""
+
+
+def test_a_close_the_server_never_answers_lets_go_of_the_proxy_and_reports_the_close(
+    shared_pyodide_page: Page, run_py: Callable[..., Any], transport_sink: Callable[[Page], None],
+    deaf_server: dict[str, Any],
+) -> None:
+    """A server that stopped reading never answers the close frame, and Chromium waits about a
+    minute: the transport stops waiting after CLOSE_TIMEOUT (JS handlers take the socket over)."""
+    transport_sink(shared_pyodide_page)
+    out = run_py(shared_pyodide_page, DEAF_CLOSE.replace("URL", repr(deaf_server["url"])), timeout=60)
+    base, closed = out["baseline"], out["closed"]
+    assert closed["events"] == [["open"], ["close", 1006, "the server did not answer the close within 2 s"]], out
+    assert closed["proxies"] == base["proxies"] and closed["timers"] == base["timers"], out
+    # Chromium still counts the socket until its own close handshake ends: held by JS alone.
+    assert closed["detached"] == base["detached"] + 1 and closed["sockets"] == base["sockets"] + 1, out
+    deaf_server["hear"]()  # the server reads again: the close completes and the slot comes back
+    later = run_py(shared_pyodide_page, DEAF_HEARS.replace("BASE", str(base["detached"])))
+    assert later["detached"] == base["detached"] and later["sockets"] == base["sockets"], later
+    assert deaf_server["closes"] == [1000], deaf_server

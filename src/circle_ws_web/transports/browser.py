@@ -98,6 +98,12 @@ _timers = 0
 #: A module attribute (read at each arming) so tests can shrink it.
 MAX_TIMER_MS = 2**31 - 1
 
+#: Seconds a close may wait for the server's answer. A server that stopped reading never
+#: answers, and Chromium then waits about a minute before it gives the socket up; after this
+#: long the socket is handed to JS-only handlers (as a stalled handshake is), its proxy goes and
+#: the owner hears the close. Its slot in Chromium's count stays taken until Chromium lets go.
+CLOSE_TIMEOUT = 2.0
+
 
 def live_proxy_count() -> int:
     """JS proxies created by browser transports and not destroyed yet."""
@@ -228,7 +234,8 @@ class BrowserTransport:
     """Implements the core's transport interface over ``new WebSocket(url)``."""
 
     __slots__ = (
-        "_events", "_url", "_ws", "_send", "_proxy", "_open", "_close_requested", "_state", "__weakref__"
+        "_events", "_url", "_ws", "_send", "_proxy", "_open", "_close_requested", "_state", "_close_timer",
+        "__weakref__",
     )
 
     def __init__(self, url: str, events: TransportEvents, options: TransportOptions) -> None:
@@ -242,6 +249,7 @@ class BrowserTransport:
         self._open = False
         self._close_requested = False
         self._state = WAITING
+        self._close_timer: Callable[[], None] | None = None
         if _opening < MAX_OPENING and _sockets < MAX_SOCKETS and not _waiting:
             self._start()  # raises ConnectionError for a URL the browser refuses, as before
             return
@@ -310,6 +318,9 @@ class BrowserTransport:
         elif kind == ERROR:
             events.on_error("the browser reported a WebSocket error")
         else:
+            if self._close_timer is not None:
+                self._close_timer()
+                self._close_timer = None
             self._open = False
             self._ws = self._send = None
             self._release()
@@ -363,3 +374,20 @@ class BrowserTransport:
             self._ws.close(code, reason[:120])
         except JsException:
             self._ws.close(1000)
+        self._close_timer = call_later(CLOSE_TIMEOUT, self._close_overdue)
+
+    def _close_overdue(self) -> None:
+        """The server has not answered our close (it stopped reading): stop waiting for it."""
+        global _detached, _freed_proxy
+        self._close_timer = None
+        if self._state == DONE or self._ws is None:
+            return
+        if _freed_proxy is None:
+            _freed_proxy = create_proxy(_socket_freed)
+        _detached += 1
+        ws, self._ws, self._send = self._ws, None, None
+        self._open = False
+        _detach(ws, _freed_proxy)
+        self._release()
+        self._state = DONE
+        self._events.on_close(1006, f"the server did not answer the close within {CLOSE_TIMEOUT:g} s")
