@@ -1,6 +1,7 @@
 """The browser transport's own promises, checked in Pyodide in headless Chromium: timers longer
-than ``setTimeout`` can hold, and a socket closed while its handshake is still pending (it
-must let go of its JS proxy at once, without a console error, and report exactly one close)."""
+than ``setTimeout`` can hold, a socket closed while its handshake is still pending (it must let
+go of its JS proxy at once, without a console error, and report exactly one close), a close the
+server never answers, and an error behind ``on_message``."""
 
 from __future__ import annotations
 
