@@ -38,8 +38,9 @@ def validate_url(url: object) -> str:
     except ValueError as exc:
         raise ConfigError(f"server URL {text!r} is malformed: {exc}") from None
     if parts.scheme not in ("ws", "wss"):
-        shown = parts.scheme or "none"
-        raise ConfigError(f"server URL {text!r} has scheme {shown!r}; expected 'ws' or 'wss'")
+        if "://" not in text:  # "localhost:8701" parses as scheme "localhost": say what is missing
+            raise ConfigError(f"server URL {text!r} has no scheme; expected ws:// or wss:// (ws://{text})")
+        raise ConfigError(f"server URL {text!r} has scheme {parts.scheme!r}; expected 'ws' or 'wss'")
     if not parts.hostname:
         raise ConfigError(f"server URL {text!r} has no host")
     if parts.fragment:

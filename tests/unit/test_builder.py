@@ -37,7 +37,9 @@ def test_builds_a_manager_with_every_url_in_order():
     "url, words",
     [
         ("http://127.0.0.1:1", "scheme 'http'"),
-        ("127.0.0.1:8701", "scheme"),
+        ("127.0.0.1:8701", r"has no scheme; expected ws:// or wss:// \(ws://127.0.0.1:8701\)"),
+        ("localhost:8701", "has no scheme"),
+        ("ftp://host", "has scheme 'ftp'"),
         ("ws://", "no host"),
         ("ws://:8701", "no host"),
         ("ws://host:99999", "malformed"),
