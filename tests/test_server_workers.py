@@ -111,6 +111,31 @@ async def test_memory_limit() -> None:
             assert (await rpc(ws, "play", {"script": "40 + 2"}))["result"] == {"output": "42"}
 
 
+async def test_memory_limit_recycles_workers_without_a_crash_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker exits after a memory reply, by design; its EOF often came before the caller
+    resumed, and was logged as "idle script worker died" (a WARNING per script)."""
+    async with CircleServer(ports=(0,), memory_limit=64 * 2**20, script_workers=1) as srv:
+        async with connect(srv.urls[0]) as ws:
+            with caplog.at_level("WARNING", logger="circle_ws_web"):
+                for i in range(6):
+                    answer = await rpc(ws, "play", {"script": '[[x] * 100000 for x in "a" * 190]'}, rid=f"m{i}")
+                    assert answer["error"]["message"] == "script exceeded its memory limit"
+                assert (await rpc(ws, "play", {"script": "40 + 2"}))["result"] == {"output": "42"}
+            assert srv.stats()["pool"]["crashed"] == 0
+    assert [r.getMessage() for r in caplog.records if "died" in r.getMessage()] == []
+
+
+async def test_a_script_too_deep_to_parse_is_a_script_error_not_a_memory_one(server: CircleServer) -> None:
+    """CPython's parser raises MemoryError for a stack overflow: no memory was used up, so no
+    memory-limit message and no recycled worker."""
+    async with connect(server.urls[0]) as ws:
+        pids = server.stats()["worker_pids"]
+        answer = await rpc(ws, "play", {"script": "-" * 60000 + "1"})
+        assert answer["error"] == {"code": SCRIPT_ERROR, "message": "script too complex to parse (nested too deeply)"}
+        assert (await rpc(ws, "play", {"script": "-" * 50 + "1"}))["result"] == {"output": "1"}
+        assert server.stats()["worker_pids"] == pids
+
+
 async def test_a_worker_that_dies_is_replaced(server: CircleServer) -> None:
     async with connect(server.urls[0]) as ws:
         victim = server.stats()["worker_pids"][0]

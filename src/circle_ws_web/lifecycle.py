@@ -737,6 +737,8 @@ class Lifecycle:
         if self._ping_deadline is not None:  # nothing arrived since the ping (a frame clears it)
             if now >= self._ping_deadline - SLACK:
                 why = f"keep-alive: no answer to ping within {self._ping_timeout:g}s"
+                if self.offline:  # the likely reason, for whoever reads a lost call's error
+                    why += " (the browser is offline)"
                 # A liveness check (wake, offline) found it dead: the sleep is the suspect, not
                 # the server, so the replacement is tried at once.
                 at_once = self._ping_timeout < self.options.keepalive_timeout

@@ -561,9 +561,12 @@ def test_a_connection_lost_while_offline_waits_for_the_network() -> None:
     d.m.network_offline(d.now)
     d.run()
     assert d.m.status is S.CONNECTED  # offline alone does not drop a socket that still works
-    assert d.last_request()["method"] == "ping" and d.timers[Timer.KEEPALIVE] == d.now + 3.0
+    waiter, _ = d.call(timeout=300.0)  # sent before the liveness check ends: lost with the socket
+    assert d.last_request()["method"] == "play" and d.timers[Timer.KEEPALIVE] == d.now + 3.0
     d.advance(3.0)  # Chromium holds the frames of an open socket while offline: no answer
     assert d.m.status is S.RECONNECTING and not d.timers and d.m.backoff.attempts == 0
+    # The lost call's error says what the user can do something about: the network.
+    assert "no answer to ping within 3s (the browser is offline)" in str(waiter.outcomes[0][1])
 
 
 def test_offline_that_was_wrong_keeps_the_connection() -> None:

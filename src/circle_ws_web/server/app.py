@@ -561,7 +561,11 @@ class CircleServer:
         try:
             if type(text) is str:
                 if _SEND_TAKES_TEXT:
-                    await conn.ws.send(_utf8(text), text=True)
+                    data = _utf8(text)
+                    # Only the bytes from here on: a reply waiting on a peer that reads nothing is
+                    # held twice (these bytes, the socket's buffer), not three times with the str.
+                    del text
+                    await conn.ws.send(data, text=True)
                 else:  # pragma: no cover - websockets 13
                     await conn.ws.send(_utf8(text).decode("utf-8"))
             else:

@@ -316,7 +316,10 @@ def evaluate(script: str, *, max_output: int = 65536, token: CancelToken | None 
     """
     token = token or CancelToken()
     try:
-        tree = ast.parse(script.strip())
+        try:
+            tree = ast.parse(script.strip())
+        except MemoryError:  # CPython's parser says "stack overflow" so (a 64 KiB script allocates little)
+            raise ScriptError("script too complex to parse (nested too deeply)") from None
         if not tree.body:
             raise ScriptError("empty script: expected one expression")
         if len(tree.body) > 1:

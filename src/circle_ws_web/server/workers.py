@@ -440,6 +440,8 @@ class ScriptPool:
                     raise ValueError(f"corrupt frame from worker ({size} bytes)")
                 text = (await reader.readexactly(size)).decode("utf-8", "surrogatepass")
                 reply, worker.reply = worker.reply, None
+                if kind == _MEMORY:  # it exits after this reply, by design: its EOF may come
+                    worker.alive = False  # before the caller resumes (_after_job) and is no crash
                 if reply is not None and not reply.done():
                     reply.set_result((kind, text))
         except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
