@@ -14,7 +14,10 @@ What it starts (and stops again on Ctrl-C, SIGTERM or SIGHUP, leaving no process
 * ``python -m circle_ws_web.server --port PORT_THIRD --require-auth``  (not in the page's list:
   the page adds it while it runs, to show a server joining the fleet)
 
-  all with ``--test-controls``, for the page's "drop this connection" button (``test.drop``);
+  all with ``--test-controls``, for the page's "drop this connection" button (``test.drop``).
+  Each one's pid is printed; one that exits or is killed while the demo serves is started again
+  on the same port 3 s later (:class:`Supervisor`; not with ``--check``, which restarts servers
+  itself);
 * a static web server on 127.0.0.1:HTTP_PORT (in this process) serving the demo page from
   ``demo/``, Pyodide + micropip + ecdsa/six from the web root of ``tools/webroot.py``, the
   circle-ws-web wheel, and a generated ``/config.json`` that tells the page to use all of that
@@ -54,6 +57,13 @@ HOST = "127.0.0.1"
 EXIT_PORT_TAKEN = 2
 EXIT_SETUP_FAILED = 3
 SERVER_START_TIMEOUT = 20.0
+#: A reference server that exits or is killed while the demo serves is started again this many
+#: seconds later (the page shows it reconnecting meanwhile) ...
+RESTART_PAUSE = 3.0
+#: ... unless it failed this many times in a row: it did not start, or exited with an error
+#: within QUICK_EXIT seconds of starting. Then the demo gives up on it and says so.
+RESTART_GIVE_UP = 3
+QUICK_EXIT = 5.0
 
 #: Files of demo/ the page may load (everything else under demo/ is not served).
 PAGE_FILES = {"index.html", "app.js", "app.py", "style.css", "screenshot.png"}
@@ -97,7 +107,8 @@ def _env_port(name: str, default: int) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./demo.sh",
-        description="The circle-ws-web demo page with two local reference servers, offline.",
+        description="The circle-ws-web demo page with three local reference servers (two in the "
+                    "page's list, a third to add while it runs), offline.",
         epilog="Ports can also be set with DEMO_PORT_OPEN, DEMO_PORT_AUTH, DEMO_PORT_THIRD and DEMO_HTTP_PORT.",
     )
     parser.add_argument("--port-open", type=_port, default=_env_port("DEMO_PORT_OPEN", 8701),
@@ -190,6 +201,7 @@ class ServerProcess:
     require_auth: bool
     proc: subprocess.Popen[str] | None = None
     expected_exit: bool = False
+    started_at: float = 0.0
     lines: list[str] = field(default_factory=list)
 
     @property
@@ -205,8 +217,9 @@ class ServerProcess:
             return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *args]
         return [sys.executable, "-m", "circle_ws_web.server", *args]
 
-    def start(self, timeout: float = SERVER_START_TIMEOUT) -> None:
-        """Start and wait for its ``listening on`` line; DemoError with its own words if not."""
+    def start(self, timeout: float = SERVER_START_TIMEOUT, *, retry_busy: bool = True) -> None:
+        """Start and wait for its ``listening on`` line; DemoError with its own words if not.
+        ``retry_busy``: a port still in use right after a kill is tried again until the timeout."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         env = dict(os.environ)
         src = str(ROOT / "src")  # the checkout's server, even without `pip install -e .`
@@ -218,14 +231,18 @@ class ServerProcess:
                 self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                 stdin=subprocess.DEVNULL,
             )
-            first = self._first_line(proc, deadline)
+            try:
+                first = self._first_line(proc, deadline)
+            except BaseException:  # Ctrl-C while it starts: it must not outlive us
+                proc.kill()
+                raise
             if first.startswith("listening on"):
                 break
             proc.kill()
             rest = proc.communicate(timeout=5)[0] or ""
             said = (first + rest).strip().splitlines()
             # Right after a kill the port can stay busy for a moment: try again until the deadline.
-            if any("already in use" in line for line in said) and time.monotonic() < deadline:
+            if retry_busy and any("already in use" in line for line in said) and time.monotonic() < deadline:
                 time.sleep(0.1)
                 continue
             why = said[-1] if said else f"exit code {proc.returncode}"
@@ -233,6 +250,7 @@ class ServerProcess:
             raise DemoError(f"the {self.name} server on port {self.port} did not start: {why}", code)
         self.proc = proc
         self.expected_exit = False
+        self.started_at = time.monotonic()
         threading.Thread(target=self._drain, args=(proc,), name=f"{self.name}-output", daemon=True).start()
 
     @staticmethod
@@ -249,6 +267,16 @@ class ServerProcess:
             line = line.rstrip("\n")
             self.lines.append(line)
             print(f"  [{self.name} server] {line}", file=sys.stderr, flush=True)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def kill_command(self) -> str:
+        """A shell command that stops this server and nothing else: its command line has
+        ``--port N`` followed by another argument (the space keeps 8701 from matching 87010)."""
+        return f'pkill -f -- "--port {self.port} "'
 
     @property
     def running(self) -> bool:
@@ -397,17 +425,86 @@ def timed(label: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
+def _exit_words(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"was killed (signal {-returncode})"
+    return f"exited with code {returncode}"
+
+
+class Supervisor:
+    """Brings back a reference server that exits or is killed while the demo serves.
+
+    Only the interactive demo runs one (:func:`serve_forever`): ``--check`` (demo/check.py)
+    kills and starts servers itself and runs no supervisor, so the two never race for a port.
+    A server stopped through :meth:`ServerProcess.kill` / :meth:`ServerProcess.stop` (its
+    ``proc`` is then None) is left alone. A server is started again ``pause`` seconds after it
+    went; after ``give_up`` failures in a row (it did not start, or it exited with an error
+    within QUICK_EXIT seconds of starting) the supervisor stops trying and says so.
+    """
+
+    def __init__(self, servers: list[ServerProcess], *, pause: float = RESTART_PAUSE,
+                 give_up: int = RESTART_GIVE_UP, say: Callable[[str], None] = log) -> None:
+        self.servers = servers
+        self.pause = pause
+        self.give_up = give_up
+        self.say = say
+        self.due: dict[str, float] = {}  # name -> when to start it again
+        self.failures: dict[str, int] = {}
+        self.gave_up: set[str] = set()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for server in self.servers:
+            if server.name in self.gave_up:
+                continue
+            if server.name in self.due:
+                if now >= self.due[server.name]:
+                    self._restart(server)
+                continue
+            proc = server.proc
+            if proc is None or proc.poll() is None:
+                continue
+            code = proc.returncode
+            quick_error = code > 0 and now - server.started_at < QUICK_EXIT
+            self.failures[server.name] = self.failures.get(server.name, 0) + 1 if quick_error else 0
+            server.proc = None
+            if self._gives_up(server, f"it {_exit_words(code)} right after starting"):
+                continue
+            self.due[server.name] = now + self.pause
+            self.say(f"the {server.name} server (port {server.port}, pid {proc.pid}) {_exit_words(code)}; "
+                     f"the page shows it reconnecting; starting it again in {self.pause:g} s")
+
+    def _restart(self, server: ServerProcess) -> None:
+        del self.due[server.name]
+        try:
+            server.start(timeout=10.0, retry_busy=False)
+        except DemoError as exc:
+            self.failures[server.name] = self.failures.get(server.name, 0) + 1
+            if not self._gives_up(server, str(exc)):
+                self.due[server.name] = time.monotonic() + self.pause
+                self.say(f"{exc}; trying again in {self.pause:g} s")
+            return
+        self.say(f"the {server.name} server is back on {server.url} (pid {server.pid})")
+
+    def _gives_up(self, server: ServerProcess, why: str) -> bool:
+        if self.failures.get(server.name, 0) < self.give_up:
+            return False
+        self.gave_up.add(server.name)
+        self.say(f"error: giving up on the {server.name} server (port {server.port}) after "
+                 f"{self.give_up} failed starts in a row (last: {why}); the page keeps retrying "
+                 f"it: restart ./demo.sh to bring it back")
+        return True
+
+
 def serve_forever(servers: list[ServerProcess]) -> None:
-    """Wait for Ctrl-C; say so (once) if a server dies on its own."""
-    told: set[str] = set()
+    """Wait for Ctrl-C, starting again any server that exits or is killed meanwhile."""
+    supervisor = Supervisor(servers)
     while True:
         time.sleep(0.5)
-        for server in servers:
-            proc = server.proc
-            if proc is not None and proc.poll() is not None and server.name not in told:
-                told.add(server.name)
-                log(f"warning: the {server.name} server (port {server.port}) exited with code "
-                    f"{proc.returncode}; the page will show it reconnecting")
+        supervisor.tick()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,13 +535,16 @@ def main(argv: list[str] | None = None) -> int:
         webroot = timed(f"web root ready in {_shown(args.webroot)}",
                         lambda: prepare_webroot(args.webroot, args.wheel))
         for server in servers:
-            timed(f"{server.name} server listening on {server.url}"
-                  + (" (authentication required)" if server.require_auth else " (no authentication)"),
-                  server.start)
+            t0 = time.perf_counter()
+            server.start()
+            log(f"{server.name} server listening on {server.url}"
+                + (" (authentication required" if server.require_auth else " (no authentication")
+                + f", pid {server.pid}) ({time.perf_counter() - t0:.2f} s)")
         config = page_config(webroot, [
             {"url": servers[0].url, "label": "open", "note": "no authentication"},
-            {"url": servers[1].url, "label": "auth", "note": "authentication required"},
-        ], testControls=True, extraServer=servers[2].url)  # the third: added from the page
+            {"url": servers[1].url, "label": "auth", "note": "authentication required", "requireAuth": True},
+        ], testControls=True, extraServer=servers[2].url,  # the third: added from the page
+           restartAfter=None if args.check else RESTART_PAUSE)
         static = timed(f"web server on http://{HOST}:{args.http_port}/",
                        lambda: StaticServer(webroot, config, args.http_port))
         manifest = json.loads((webroot / "webroot.json").read_text())
@@ -463,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
             f"\n"
             f"  servers: {servers[0].url} (open), {servers[1].url} (auth required)\n"
             f"  a third, to add while the page runs: {servers[2].url} (auth required)\n"
+            f"  pids: " + ", ".join(f"{s.name} {s.pid}" for s in servers) + "\n"
+            f"  stop one to see the page reconnect or fail over: {servers[0].kill_command}\n"
+            f"  (a server that exits or is killed is started again {RESTART_PAUSE:g} s later)\n"
             f"  Press Ctrl-C to stop.\n",
             flush=True,
         )
