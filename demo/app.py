@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from circle_ws_web import (
     CircleWsClientError,
@@ -37,10 +39,35 @@ from circle_ws_web.config import validate_url
 AUTH_REQUIRED = -32001
 AUTH_FAILED = -32002
 SCRIPT_ERROR = -32010
+#: WebSocket close code "message too big": the reference server's limit on one frame is 1 MiB.
+CLOSE_TOO_BIG = re.compile(r"\bcode 1009\b")
+#: "connection to ws://… lost while …": the server a lost call went to.
+LOST_URL = re.compile(r"connection to (wss?://\S+) lost")
 
 
 def _json(**fields: Any) -> str:
     return json.dumps(fields)
+
+
+def normalize_url(url: str) -> str:
+    """One spelling per server: scheme and host in lower case, no bare trailing "/"
+    (``WS://127.0.0.1:8701/`` is ``ws://127.0.0.1:8701``). Path and query stay as given."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    host = parts.hostname or ""
+    if host:  # lower-case the host, keep any user info and the port as written
+        user, at, hostport = netloc.rpartition("@")
+        hostport = hostport.lower()
+        netloc = f"{user}{at}{hostport}"
+    path = "" if parts.path == "/" and not parts.query else parts.path
+    return urlunsplit((parts.scheme.lower(), netloc, path, parts.query, ""))
+
+
+def _failure(exc: BaseException, t0: float, **extra: Any) -> str:
+    """A failed call as the page shows it; ``auth_required``: the server wants a key."""
+    return _json(ok=False, error=describe(exc), kind=type(exc).__name__,
+                 auth_required=isinstance(exc, JsonRpcError) and exc.code == AUTH_REQUIRED,
+                 ms=round((time.perf_counter() - t0) * 1000, 1), **extra)
 
 
 def describe(exc: BaseException) -> str:
@@ -60,6 +87,9 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, NotConnectedError):
         return f"{exc} - wait for its light to turn green, or press Connect"
     if isinstance(exc, ConnectionLostError):
+        if CLOSE_TOO_BIG.search(str(exc)):
+            return ("the script is larger than the server accepts in one message (1 MiB): it "
+                    "closed the connection (code 1009) without running it; the client reconnects")
         return f"{exc}"
     if isinstance(exc, RequestTimeoutError):
         return f"timed out: {exc}"
@@ -120,11 +150,17 @@ class DemoApp:
     def check_url(self, url: str, existing_json: str) -> str:
         """The normalised URL if the library would accept it, else why not."""
         try:
-            clean = validate_url(url)
+            clean = normalize_url(validate_url(url))
         except ConfigError as exc:
             return _json(ok=False, error=str(exc))
-        if clean in json.loads(existing_json):
-            return _json(ok=False, error=f"{clean} is already in the list")
+        for other in json.loads(existing_json):
+            try:
+                same = normalize_url(other) == clean
+            except ValueError:
+                same = other == clean
+            if same:
+                also = "" if other == clean else f" (as {other})"
+                return _json(ok=False, error=f"{clean} is already in the list{also}")
         return _json(ok=True, url=clean)
 
     def statuses(self) -> str:
@@ -244,8 +280,7 @@ class DemoApp:
         try:
             result = await self.manager.execute_script(url, script)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            return _json(ok=False, error=describe(exc), kind=type(exc).__name__,
-                         ms=round((time.perf_counter() - t0) * 1000, 1))
+            return _failure(exc, t0)
         return _json(ok=True, output=result.output, ms=round((time.perf_counter() - t0) * 1000, 1))
 
     async def run_all(self, script: str) -> str:
@@ -260,7 +295,8 @@ class DemoApp:
         results = {}
         for url, outcome in outcomes.items():
             if isinstance(outcome, CircleWsClientError):
-                results[url] = {"ok": False, "error": describe(outcome), "kind": type(outcome).__name__}
+                results[url] = json.loads(_failure(outcome, t0))
+                del results[url]["ms"]
             else:
                 results[url] = {"ok": True, "output": outcome.output}
         return _json(ok=True, results=results, ms=ms)
@@ -283,15 +319,34 @@ class DemoApp:
         """``execute_script_any``: the best server runs it; ``url`` says which."""
         if self.manager is None:
             return _json(ok=False, error="not connected: press Connect first")
+        manager = self.manager
+        before = self._failed_calls()
         t0 = time.perf_counter()
         try:
-            result = await self.manager.execute_script_any(script)
+            result = await manager.execute_script_any(script)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            return _json(ok=False, error=describe(exc), kind=type(exc).__name__,
-                         ms=round((time.perf_counter() - t0) * 1000, 1))
+            return _failure(exc, t0, url=self._who_failed(exc, before))
         preferred = self.manager.urls[0] if self.manager.urls else None
         return _json(ok=True, output=result.output, url=result.url, failover=result.url != preferred,
                      ms=round((time.perf_counter() - t0) * 1000, 1))
+
+    def _failed_calls(self) -> dict[str, int]:
+        if self.manager is None:
+            return {}
+        return {url: m.errors + m.timeouts for url, m in self.manager.metrics().items()}
+
+    def _who_failed(self, exc: BaseException, before: dict[str, int]) -> str | None:
+        """The server a failed "Run on any" went to (the error itself does not say): the one
+        whose failed calls went up meanwhile, or the one a lost connection names. None when no
+        server took the call (all down, breakers open)."""
+        if isinstance(exc, NotConnectedError):
+            return None
+        lost = LOST_URL.search(str(exc)) if isinstance(exc, ConnectionLostError) else None
+        if lost is not None and self.manager is not None and lost.group(1) in self.manager.urls:
+            return lost.group(1)
+        after = self._failed_calls()
+        grew = [url for url, n in after.items() if n > before.get(url, 0)]
+        return grew[0] if len(grew) == 1 else None
 
     async def add_server(self, url: str) -> str:
         """Add a server to the running manager (``WsManager.add_server``): it connects in the
