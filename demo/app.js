@@ -66,8 +66,10 @@
     app: null, // the Python DemoApp (PyProxy), once booted
     phase: "idle", // idle | connecting | connected | disconnecting
     session: 0, // bumped by every Connect and Disconnect: a late answer to an old Connect is ignored
-    servers: [], // [{url, label, note, status}]
+    servers: [], // [{url, label, note, status, requireAuth}]
     metrics: {},
+    keyless: false, // the running manager was built without a private key
+    connectMs: null, // how long the last Connect took, shown while every server stays up
   };
   const demo = {
     config: null,
@@ -180,7 +182,7 @@
             ? "from the jsDelivr CDN"
             : `from ${new URL(config.indexURL).host}`;
     $("#pyodide-source").textContent = `Pyodide ${config.pyodideVersion || PYODIDE_VERSION} · ${where}`;
-    for (const s of config.servers) addServerRow(s.url, s.label, s.note);
+    for (const s of config.servers) addServerRow(s.url, s.label, s.note, !!s.requireAuth);
 
     setStep("pyodide", "active", `loading ${where}…`);
     let booted = null; // served by ./demo.sh: tools/snapshot_boot.mjs (a memory snapshot when there is one)
@@ -232,7 +234,11 @@
       mod.destroy();
     });
     if (config.testControls) document.body.dataset.testControls = "";
-    if (config.extraServer) $("#extra-server").textContent = config.extraServer;
+    if (config.extraServer) {
+      $("#extra-server").textContent = config.extraServer;
+      $("#extra-server-wrap").hidden = false;
+    }
+    renderFleetTip(config);
     const versions = JSON.parse(state.app.version());
     $("#lib-version").textContent = `circle-ws-web ${versions.circle_ws_web} · Python ${versions.python}`;
     const how = restored ? "in the snapshot" : booted ? "fetched while Pyodide started" : "+ ecdsa";
@@ -267,8 +273,10 @@
         setPaused(server, paused);
         renderStatus(server);
         $(".drop", server.row).disabled = state.phase === "idle" || status !== "connected";
+        announce(`${server.url}: ${PAUSED_WORDS[server.paused] || status}`);
       }
       logLine("status", status, { url, status });
+      updateConnectStep();
     },
     log(source, level, text) {
       if (source === "app") logLine(level, text);
@@ -278,8 +286,8 @@
 
   // --- servers list ------------------------------------------------------------------------
 
-  function addServerRow(url, label = "", note = "") {
-    const server = { url, label, note, status: "disconnected", paused: null };
+  function addServerRow(url, label = "", note = "", requireAuth = false) {
+    const server = { url, label, note, requireAuth, status: "disconnected", paused: null };
     state.servers.push(server);
     const status = el("span", { class: "status-word", "data-testid": "status", "data-url": url });
     const light = el("span", { class: "light", "aria-hidden": "true" });
@@ -301,7 +309,8 @@
       text: "⚡",
     });
     drop.addEventListener("click", () => dropConnection(url));
-    const metrics = el("dl", { class: "metrics" });
+    // aria-live off: the numbers change every second; only status changes are announced.
+    const metrics = el("dl", { class: "metrics", "aria-live": "off" });
     for (const [key, name, title] of [
       ["rtt", "round trip", "round trip of the last answered call"],
       ["avg", "average", "mean round trip of all answered calls"],
@@ -343,7 +352,61 @@
     else delete server.row.dataset.paused;
     const word = $(".status-word", server.row);
     word.textContent = PAUSED_WORDS[server.paused] || server.status;
-    word.title = PAUSED_TITLES[server.paused] || STATUS_WORDS[server.status] || "";
+    word.title = PAUSED_TITLES[server.paused] || statusTitle(server);
+  }
+
+  // Connected without a key, a server that requires authentication refuses every script.
+  function statusTitle(server) {
+    if (server.status === "connected" && state.keyless) {
+      return server.requireAuth
+        ? "connected without a key: this server requires authentication, so it refuses scripts " +
+            "(set a private key, then Disconnect and Connect)"
+        : "connected without a key: scripts run only if this server needs no authentication";
+    }
+    return STATUS_WORDS[server.status] || "";
+  }
+
+  // Screen readers hear status changes from this one polite region, not every metric refresh.
+  let announceTimer = null;
+  const announced = [];
+  function announce(text) {
+    announced.push(text);
+    clearTimeout(announceTimer);
+    announceTimer = setTimeout(() => {
+      $("#status-live").textContent = announced.splice(0).slice(-4).join(". ");
+    }, 250);
+  }
+
+  // The Connect step follows the statuses, not only the answer to Connect.
+  function updateConnectStep() {
+    if (state.phase !== "connected") return;
+    const n = state.servers.length;
+    const up = state.servers.filter((s) => s.status === "connected" && !s.paused).length;
+    const offline = state.servers.some((s) => s.paused);
+    if (up < n) state.connectMs = null;
+    if (n > 0 && up === n) {
+      setStep("connect", "done", `${up} of ${n} connected` + (state.connectMs != null ? ` · ${fmtMs(state.connectMs)}` : ""));
+    } else if (up > 0) {
+      setStep("connect", "partial", `${up} of ${n} connected · ${offline ? "offline, waiting for the network" : "others retrying"}`);
+    } else {
+      setStep("connect", "failed", `0 of ${n} connected · ${offline ? "offline, waiting for the network" : "retrying"}`);
+    }
+  }
+
+  // "Run on any" tip: the first server's real port, and how to stop exactly that process.
+  function renderFleetTip(config) {
+    const first = config.servers[0];
+    let port = null;
+    try {
+      const u = new URL(first.url);
+      port = u.port || (u.protocol === "wss:" ? "443" : "80");
+    } catch (err) {
+      /* no usable first server: the tip keeps its generic words */
+    }
+    if (port) $("#kill-command").textContent = `pkill -f -- "--port ${port} "`;
+    $("#restart-note").textContent = config.restartAfter
+      ? `; ./demo.sh starts it again ${config.restartAfter} s later, and its`
+      : "; start it again, and its";
   }
 
   function setPaused(server, paused) {
@@ -363,8 +426,10 @@
       if (paused !== server.paused) {
         setPaused(server, paused);
         renderStatus(server);
+        announce(`${server.url}: ${PAUSED_WORDS[server.paused] || server.status}`);
       }
     }
+    updateConnectStep();
   }
 
   function renderTargets() {
@@ -395,7 +460,9 @@
     errorBox.textContent = "";
     input.removeAttribute("aria-invalid");
     input.value = "";
-    addServerRow(res.url);
+    const third = demo.config && demo.config.extraServer === res.url;
+    if (third) addServerRow(res.url, "third", "authentication required", true);
+    else addServerRow(res.url);
     if (state.phase === "connected") joinFleet(res.url);
     else logLine("info", `Added ${res.url}.`);
     refreshControls();
@@ -498,6 +565,8 @@
     const urls = state.servers.map((s) => s.url);
     const key = byTestId("private-key").value;
     state.phase = "connecting";
+    state.keyless = !key.trim();
+    state.connectMs = null;
     const session = ++state.session;
     refreshControls();
     setStep("connect", "active", `connecting to ${urls.length} server${urls.length === 1 ? "" : "s"}…`);
@@ -520,14 +589,15 @@
       const up = Object.values(results).filter((e) => e === null).length;
       if (res.ok) {
         logLine("ok", `Connected to all ${up} server${up === 1 ? "" : "s"} in ${fmtMs(res.ms)}.`);
-        setStep("connect", "done", `${up} of ${urls.length} connected · ${fmtMs(res.ms)}`);
+        state.connectMs = res.ms;
       } else if (up > 0) {
         logLine("warn", `Connected to ${up} of ${urls.length} servers; the others join when they come up.`);
-        setStep("connect", "partial", `${up} of ${urls.length} connected · others retrying`);
       } else {
         logLine("error", `${res.error}. Retrying in the background; press Disconnect to stop.`);
-        setStep("connect", "failed", `0 of ${urls.length} connected · retrying`);
       }
+      // From here on the step follows the lights (a server that comes up later, the network).
+      updateConnectStep();
+      for (const s of state.servers) renderStatus(s);
     }
     refreshControls();
     refreshMetrics();
@@ -558,6 +628,7 @@
     if (!state.app || !url) return;
     if (!script.trim()) return logLine("error", "The script is empty.");
     const res = JSON.parse(await state.app.run(url, script));
+    noteAuthRequired(url, res);
     logRun(url, script, res, res.ms);
     refreshMetrics();
   }
@@ -570,7 +641,10 @@
     if (!res.ok) {
       logRun(null, script, res);
     } else {
-      for (const [url, r] of Object.entries(res.results)) logRun(url, script, r, res.ms);
+      for (const [url, r] of Object.entries(res.results)) {
+        noteAuthRequired(url, r);
+        logRun(url, script, r, res.ms);
+      }
     }
     refreshMetrics();
   }
@@ -584,8 +658,20 @@
       logLine("warn", `Run on any: the preferred server could not take the call; failed over to ${shortUrl(res.url)}.`,
         { url: res.url });
     }
-    logRun(res.ok ? res.url : null, script, res, res.ms);
+    // A failure names its server too when one took the call (app.py run_any); none when no
+    // server could (all down or refusing): then the message says so.
+    if (res.url) noteAuthRequired(res.url, res);
+    logRun(res.url || null, script, res, res.ms);
     refreshMetrics();
+  }
+
+  // A server that answered "authentication required" needs a key: its light's tooltip says so.
+  function noteAuthRequired(url, res) {
+    const server = state.servers.find((s) => s.url === url);
+    if (server && res && res.auth_required && !server.requireAuth) {
+      server.requireAuth = true;
+      renderStatus(server);
+    }
   }
 
   // A server added while connected joins the running manager (WsManager.add_server).
@@ -620,7 +706,8 @@
     const p = (n, w = 2) => String(n).padStart(w, "0");
     return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
   };
-  const shortUrl = (url) => url.replace(/^wss?:\/\//, "").replace(/\/$/, "");
+  // ws:// is implied; wss:// and any path stay, so two different servers never look alike.
+  const shortUrl = (url) => url.replace(/^ws:\/\//i, "").replace(/^([^/]*)\/$/, "$1");
 
   function appendEntry(entry) {
     const log = byTestId("output");
@@ -673,7 +760,8 @@
       const input = byTestId("private-key");
       const show = input.type === "password";
       input.type = show ? "text" : "password";
-      $("#toggle-key").textContent = show ? "Hide" : "Show";
+      // A toggle button: its name stays "Show private key", aria-pressed says whether it is shown.
+      $("#toggle-key").setAttribute("aria-pressed", String(show));
     });
     $("#add-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
