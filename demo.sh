@@ -5,7 +5,7 @@
 # On a fresh Debian machine it installs what it needs (Chromium, Node/npm, a .venv with the
 # pinned dependencies: tools/setup.sh), builds the wheel (./build_wheel.sh; skipped with
 # --wheel PATH), then hands over to demo/serve.py, which prepares the offline web root
-# (tools/webroot.py, cached in .cache/), starts two reference servers and the page's web
+# (tools/webroot.py, cached in .cache/), starts three reference servers and the page's web
 # server, prints the page URL, and stops everything on Ctrl-C.
 # --check runs the whole tour headless in Chromium instead and exits 0 only if it worked.
 # After building it makes a memory snapshot for the page (tools/snapshot.py; DEMO_SNAPSHOT=0: none).
