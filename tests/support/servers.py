@@ -154,8 +154,12 @@ class ProcessPool:
         self._dead = free_port()
 
     def start(self) -> None:
-        for server in self.servers.values():
-            server.start()
+        try:
+            for server in self.servers.values():
+                server.start()
+        except BaseException:  # the fixture never gets the pool: stop what did start, or it outlives the run
+            self.close()
+            raise
 
     def ensure_running(self) -> None:
         """Start again whatever a test stopped or killed (a process that died counts too)."""
