@@ -241,8 +241,10 @@ class RpcCodec:
         size = len(frame)
         # UTF-8 takes at most 4 bytes a character: only a frame of more than a quarter of the
         # limit in characters can be over it in bytes (and only a non-ASCII one is counted).
-        if size > self.max_message_size >> 2 and _over(frame, size, self.max_message_size):
-            return _oversized(frame, self.max_message_size)
+        if size > self.max_message_size >> 2:
+            nbytes = size if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
+            if nbytes > self.max_message_size:
+                return _oversized(frame, nbytes, self.max_message_size)
         try:
             # A frame shorter than MAX_NESTING, or with fewer brackets, cannot nest too deep.
             if size > MAX_NESTING and frame.count("[") + frame.count("{") > MAX_NESTING and _too_deep(frame):
@@ -292,16 +294,10 @@ class RpcCodec:
         return BadFrame(reason, _str_id(msg) if type(msg) is dict else None)
 
 
-def _over(frame: str, size: int, limit: int) -> bool:
-    """Whether ``frame`` (``size`` characters) is over ``limit`` bytes in UTF-8."""
-    return size > limit or (not frame.isascii() and len(frame.encode("utf-8", "surrogatepass")) > limit)
-
-
-def _oversized(frame: str, limit: int) -> BadFrame:
+def _oversized(frame: str, nbytes: int, limit: int) -> BadFrame:
     match = _ID_RE.search(frame[:256] + frame[-256:])
-    size = len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
     return BadFrame(
-        f"frame of {size} bytes exceeds max_message_size={limit}",
+        f"frame of {nbytes} bytes exceeds max_message_size={limit}",
         match.group(1) if match else None,
     )
 
