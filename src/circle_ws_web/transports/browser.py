@@ -337,15 +337,21 @@ class BrowserTransport:
             proxy.destroy()
             _live -= 1
 
-    def _detach_connecting(self) -> None:
-        """Give a still-connecting socket to JS-only handlers and drop everything of ours."""
+    def _hand_to_js(self) -> None:
+        """Give the socket to JS-only handlers (it counts as detached until Chromium frees it)
+        and drop everything of ours: no handler of ours is called again."""
         global _detached, _freed_proxy
         if _freed_proxy is None:
             _freed_proxy = create_proxy(_socket_freed)
         _detached += 1
         ws, self._ws, self._send = self._ws, None, None
+        self._open = False
         _detach(ws, _freed_proxy)
         self._release()
+
+    def _detach_connecting(self) -> None:
+        """Give a still-connecting socket to JS and report its close on the next turn."""
+        self._hand_to_js()
         self._connected_or_failed()  # gives up the connecting slot; the socket slot stays taken
         self._end_unstarted("")
 
@@ -378,16 +384,9 @@ class BrowserTransport:
 
     def _close_overdue(self) -> None:
         """The server has not answered our close (it stopped reading): stop waiting for it."""
-        global _detached, _freed_proxy
         self._close_timer = None
         if self._state == DONE or self._ws is None:
             return
-        if _freed_proxy is None:
-            _freed_proxy = create_proxy(_socket_freed)
-        _detached += 1
-        ws, self._ws, self._send = self._ws, None, None
-        self._open = False
-        _detach(ws, _freed_proxy)
-        self._release()
+        self._hand_to_js()
         self._state = DONE
         self._events.on_close(1006, f"the server did not answer the close within {CLOSE_TIMEOUT:g} s")
