@@ -44,24 +44,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "routes": ["snapshot", "micropip"],  # bench/browser_suite.py ROUTES: the new and the usual
         "lifecycle_reps": 2,
     },
-    # Every benchmark with the fewest repetitions and calls a report allows (2 of each): for
-    # tests/test_bench_quick.py, which checks that the benchmarks run and the report is whole;
-    # its figures are too few to read.
-    "smoke": {
-        "reps": 2,
-        "sequential": 100,
-        "calls": 500,
-        "inflight": [1, 16, 64, 256],
-        "connect_sizes": [1, 10, 50],
-        "recovery_reps": 2,
-        "recovery_delay": 0.2,
-        "keepalive": [0.3, 0.2],
-        "silence_reps": 2,
-        "memory": [1000, 3, 2],
-        "boots": 4,
-        "routes": ["snapshot", "micropip"],
-        "lifecycle_reps": 2,
-    },
     "full": {
         "reps": 7,
         "sequential": 2000,
@@ -76,6 +58,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "boots": 12,  # 3 per install route (bench/browser_suite.py ROUTES)
         "lifecycle_reps": 7,
     },
+}
+# Every benchmark with the fewest repetitions and calls a report allows (2 of each): for
+# tests/test_bench_quick.py, which checks that the benchmarks run and the report is whole;
+# its figures are too few to read.
+PROFILES["smoke"] = {
+    **PROFILES["quick"],
+    "reps": 2, "sequential": 100, "calls": 500, "recovery_reps": 2, "silence_reps": 2, "memory": [1000, 3, 2],
 }
 
 

@@ -6,6 +6,7 @@ server never answers, and an error behind ``on_message``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -144,14 +145,37 @@ def test_closing_a_stalled_handshake_frees_its_proxy_at_once(
     assert out["final"] == out["later"]["events"], out  # exactly one on_close, and nothing after
 
 
+@contextlib.contextmanager
+def _server_thread(handler: Any, **options: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
+    """A websockets server on its own loop in a thread (the page's tests drive Playwright
+    synchronously from the main thread): yields its URL and its loop, stops it at the end."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    where: dict[str, str] = {}
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0, **options) as server:
+            where["url"] = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield where["url"], loop
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
 @pytest.fixture
 def slow_handshake_server() -> Iterator[dict[str, Any]]:
     """A websockets server that answers each handshake after 0.6 s, then records how the
     client ended the connection: a detached socket must be closed cleanly once it opens."""
-    loop = asyncio.new_event_loop()
     record: dict[str, Any] = {"opened": 0, "closes": []}
-    ready = threading.Event()
-    stop = asyncio.Event()
 
     async def delay(connection: Any, request: Any) -> None:
         await asyncio.sleep(0.6)
@@ -164,21 +188,9 @@ def slow_handshake_server() -> Iterator[dict[str, Any]]:
         finally:
             record["closes"].append(ws.close_code)
 
-    async def main() -> None:
-        async with serve(handler, "127.0.0.1", 0, process_request=delay) as server:
-            record["url"] = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
+    with _server_thread(handler, process_request=delay) as (url, _loop):
+        record["url"] = url
         yield record
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
 
 
 SLOW_CLOSE = """
@@ -268,13 +280,9 @@ def test_an_error_behind_on_message_closes_the_socket_without_a_page_error(
 @pytest.fixture
 def deaf_server() -> Iterator[dict[str, Any]]:
     """A websockets server that stops reading each connection at once (so it never sees the
-    client's close frame) until the test sets ``record["hear"]``; then records the close."""
-    loop = asyncio.new_event_loop()
+    client's close frame) until the test calls ``record["hear"]()``; then records the close."""
     record: dict[str, Any] = {"closes": []}
-    ready = threading.Event()
-    stop = asyncio.Event()
     hear = asyncio.Event()
-    record["hear"] = lambda: loop.call_soon_threadsafe(hear.set)
 
     async def handler(ws: Any) -> None:
         ws.transport.pause_reading()
@@ -289,22 +297,13 @@ def deaf_server() -> Iterator[dict[str, Any]]:
         finally:
             record["closes"].append(ws.close_code)
 
-    async def main() -> None:
-        async with serve(handler, "127.0.0.1", 0) as server:
-            record["url"] = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield record
-    finally:
-        loop.call_soon_threadsafe(hear.set)
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
+    with _server_thread(handler) as (url, loop):
+        record["url"] = url
+        record["hear"] = lambda: loop.call_soon_threadsafe(hear.set)
+        try:
+            yield record
+        finally:
+            loop.call_soon_threadsafe(hear.set)
 
 
 DEAF_CLOSE = """
